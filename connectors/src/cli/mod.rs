@@ -1,0 +1,141 @@
+//! The `ferry` command line. Exit codes: 0 ok, 2 bad usage or config,
+//! 1 runtime failure. Errors are one line on stderr, never a backtrace.
+
+mod output;
+mod tail;
+mod topics;
+mod up;
+mod validate;
+
+use clap::{Parser, Subcommand};
+use ferry::config::ConfigError;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Default config for `ferry up`.
+pub const QUICKSTART: &str = "examples/quickstart.yaml";
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about = "Ferry: integrations on Kafka that survive real APIs")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start Ferry: the embedded broker when no Kafka is configured, every
+    /// configured connector and every HTTP listener.
+    Up {
+        /// Config file.
+        #[arg(default_value = QUICKSTART)]
+        config: PathBuf,
+    },
+    /// Start Ferry against an external Kafka (never embeds a broker).
+    Run {
+        /// Config file.
+        config: PathBuf,
+    },
+    /// Check a config file without connecting to anything.
+    Validate {
+        /// Config file.
+        config: PathBuf,
+    },
+    /// List, create and describe topics.
+    Topics {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: topics::Action,
+    },
+    /// Print a topic's records, one JSON object per line.
+    Tail(tail::Args),
+}
+
+/// Which Kafka a client command talks to.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Target {
+    /// Config file to take Kafka settings from (default: the quickstart, if present).
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers; overrides the config.
+    #[arg(short = 'b', long, global = true, env = "FERRY_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: Option<String>,
+}
+
+/// A failed command: its message and exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The user's input is wrong (exit 2).
+    Config(String),
+    /// Something failed while running (exit 1).
+    Runtime(String),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e.to_string())
+    }
+}
+
+impl Failure {
+    pub(crate) fn runtime(e: impl std::fmt::Display) -> Self {
+        Self::Runtime(e.to_string())
+    }
+}
+
+/// Parses the command line, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(run(cli));
+    // Do not wait for stray blocking tasks (a metadata call to a dead broker).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Up { config } => up::up(&config, ferry::runtime::BrokerMode::EmbedIfUnset).await,
+        Command::Run { config } => up::up(&config, ferry::runtime::BrokerMode::External).await,
+        Command::Validate { config } => validate::validate(&config),
+        Command::Topics { target, action } => topics::run(&target, action).await,
+        Command::Tail(args) => tail::run(args).await,
+    }
+}
+
+impl Target {
+    /// The config to use and the bootstrap servers: `--bootstrap-servers`,
+    /// else the config's `kafka.bootstrap_servers`, else the embedded
+    /// broker's address (a `ferry up` running with that config).
+    pub(crate) fn resolve(&self) -> Result<(ferry::config::FerryConfig, String), Failure> {
+        let config = match &self.config {
+            Some(path) => ferry::config::load(path)?,
+            None if std::path::Path::new(QUICKSTART).exists() => ferry::config::load(std::path::Path::new(QUICKSTART))?,
+            None => ferry::config::FerryConfig::default(),
+        };
+        ferry::telemetry::logging::init(&config.log);
+        let bootstrap = self
+            .bootstrap_servers
+            .clone()
+            .or_else(|| config.kafka.bootstrap_servers.clone())
+            .unwrap_or_else(|| config.embedded_broker.listen.to_string());
+        Ok((config, bootstrap))
+    }
+}

@@ -1,0 +1,63 @@
+//! `ferry up` and `ferry run`: start, print where everything listens, wait
+//! for SIGINT/SIGTERM, drain, exit 0.
+
+use super::Failure;
+use ferry::runtime::{BrokerMode, Running, Signals, StartError};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long shutdown waits for in-flight records to be acknowledged.
+const FLUSH_WITHIN: Duration = Duration::from_secs(30);
+
+pub(crate) async fn up(path: &Path, mode: BrokerMode) -> Result<(), Failure> {
+    let mut signals = Signals::install().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
+    let config = ferry::config::load(path)?;
+    ferry::telemetry::logging::init(&config.log);
+    let origin = path.display().to_string();
+
+    let running = tokio::select! {
+        started = Running::start(&config, &origin, mode) => started.map_err(start_failure)?,
+        signal = signals.recv() => {
+            tracing::info!(signal, "stopped during startup");
+            return Ok(());
+        }
+    };
+    print_banner(&running, &config);
+
+    let signal = signals.recv().await;
+    tracing::info!(signal, "shutting down");
+    running
+        .shutdown(FLUSH_WITHIN)
+        .await
+        .map_err(|e| Failure::runtime(format!("shutdown: {e}")))?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn start_failure(e: StartError) -> Failure {
+    if e.is_config_error() {
+        Failure::Config(e.to_string())
+    } else {
+        Failure::Runtime(e.to_string())
+    }
+}
+
+fn print_banner(running: &Running, config: &ferry::config::FerryConfig) {
+    let e = &running.endpoints;
+    let kafka = match (&e.embedded_broker, &e.broker_data) {
+        (true, Some(data)) => format!("{} (embedded broker, data in {})", e.kafka, data.display()),
+        (true, None) => format!("{} (embedded broker, in memory)", e.kafka),
+        (false, _) => e.kafka.clone(),
+    };
+    let topics: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Ferry {} is up.", ferry::VERSION);
+    let _ = writeln!(out, "  Kafka       {kafka}");
+    let _ = writeln!(out, "  Admin API   http://{}  (/health /ready /metrics)", e.admin);
+    if !topics.is_empty() {
+        let _ = writeln!(out, "  Topics      {}", topics.join(", "));
+    }
+    let _ = writeln!(out, "Press Ctrl-C to stop.");
+    let _ = out.flush();
+}

@@ -1,0 +1,3 @@
+//! Ferry's built-in connectors and the `ferry` command line.
+
+pub mod cli;

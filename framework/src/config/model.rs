@@ -1,0 +1,173 @@
+//! The typed configuration model. Every field has a doc comment: it is the
+//! reference documentation (`ferry config-reference` prints it).
+
+use crate::kafka::{EmbeddedBrokerConfig, KafkaConfig};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use super::ConfigError;
+
+/// The whole of a Ferry configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FerryConfig {
+    /// Where Ferry keeps local state (the embedded broker's sqlite file). Relative
+    /// paths are taken from the working directory.
+    pub data_dir: PathBuf,
+    /// How to reach Kafka, and the producer and consumer settings.
+    pub kafka: KafkaConfig,
+    /// The broker `ferry up` starts in-process when `kafka.bootstrap_servers` is unset.
+    pub embedded_broker: EmbeddedBrokerConfig,
+    /// The admin HTTP listener: `/health`, `/ready`, `/metrics`.
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Topics Ferry creates at startup if they do not exist (Ferry never relies
+    /// on broker-side auto-creation).
+    pub topics: Vec<TopicSpec>,
+}
+
+impl Default for FerryConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".ferry"),
+            kafka: KafkaConfig::default(),
+            embedded_broker: EmbeddedBrokerConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            topics: Vec::new(),
+        }
+    }
+}
+
+impl FerryConfig {
+    /// Checks that need more than one field or more than a type: no I/O.
+    /// `origin` names the file the config came from, for error messages.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        self.kafka.validate(origin)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, topic) in self.topics.iter().enumerate() {
+            let key = format!("topics[{i}].name");
+            validate_topic_name(&topic.name).map_err(|m| ConfigError::invalid(origin, &key, m))?;
+            if !seen.insert(topic.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    origin,
+                    key,
+                    format!("topic `{}` is declared twice", topic.name),
+                ));
+            }
+        }
+        if self.kafka.bootstrap_servers.is_none() && self.embedded_broker.listen == self.admin.listen {
+            return Err(ConfigError::invalid(
+                origin,
+                "admin.listen",
+                format!("{} is also the embedded broker's address", self.admin.listen),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's own rule for topic names: 1 to 249 characters from `[a-zA-Z0-9._-]`,
+/// and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 249 {
+        return Err(format!("topic name `{name}` must be 1 to 249 characters long"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name `{name}` is not allowed"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name `{name}` contains `{c}`; only letters, digits, `.`, `_` and `-` are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin API (`/health`, `/ready`, `/metrics`).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+        }
+    }
+}
+
+/// Logging settings. `RUST_LOG` overrides `level` when set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `info,ferry::kafka=debug`.
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A topic Ferry makes sure exists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    #[serde(default = "default_partitions")]
+    pub partitions: NonZeroU32,
+    /// Replication factor. Unset: the broker's `default.replication.factor`.
+    #[serde(default)]
+    pub replication_factor: Option<NonZeroU32>,
+    /// Topic-level configs, e.g. `cleanup.policy: compact`, `retention.ms: "604800000"`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+fn default_partitions() -> NonZeroU32 {
+    NonZeroU32::MIN.saturating_add(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("contacts.v1_raw-x").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("has space").is_err());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+    }
+}

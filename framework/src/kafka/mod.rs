@@ -1,0 +1,36 @@
+//! The Kafka layer: every connection Ferry makes to Kafka goes through here.
+//!
+//! - [`KafkaProducer`]: idempotent, `acks=all`, compression and batching from
+//!   typed config. librdkafka retries sends itself; Ferry does not wrap it in a
+//!   retry layer, it configures it (`delivery_timeout`).
+//! - [`KafkaConsumer`]: offsets are *stored* only when the caller says a record
+//!   is processed ([`KafkaConsumer::mark_processed`]); librdkafka's auto-commit
+//!   then commits what was stored, and [`KafkaConsumer::commit`] commits it
+//!   synchronously at shutdown. A record is never committed before it is done.
+//! - [`KafkaAdmin`]: creates topics (Ferry never relies on auto-creation), lists
+//!   and describes them.
+//! - [`KafkaHealth`]: a cheap metadata round trip, for `/ready` and startup.
+//! - [`DevBroker`] (feature `embedded-broker`): tansu, in-process, for `ferry up`.
+
+mod admin;
+mod config;
+mod consumer;
+mod context;
+#[cfg(feature = "embedded-broker")]
+mod dev_broker;
+mod error;
+mod health;
+mod producer;
+
+pub use admin::{KafkaAdmin, TopicDescription};
+pub use config::{
+    AutoOffsetReset, Compression, ConsumerSettings, EmbeddedBrokerConfig, KafkaConfig, ProducerSettings,
+    SaslMechanism, SecurityProtocol, SecuritySettings, StorageKind,
+};
+pub use consumer::KafkaConsumer;
+pub use context::FerryClientContext;
+#[cfg(feature = "embedded-broker")]
+pub use dev_broker::{BrokerStorage, DevBroker};
+pub use error::{DevBrokerError, KafkaLayerError, ProduceError};
+pub use health::KafkaHealth;
+pub use producer::{KafkaProducer, OutgoingRecord};

@@ -1,0 +1,35 @@
+//! Every metric Ferry emits is named here, and nowhere else.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Records Kafka acknowledged.
+pub const KAFKA_PRODUCED_RECORDS_TOTAL: &str = "ferry_kafka_produced_records_total";
+/// Key plus payload bytes of records Kafka acknowledged.
+pub const KAFKA_PRODUCED_BYTES_TOTAL: &str = "ferry_kafka_produced_bytes_total";
+/// Records Kafka did not accept after librdkafka's retries.
+pub const KAFKA_PRODUCE_ERRORS_TOTAL: &str = "ferry_kafka_produce_errors_total";
+/// Records received from Kafka.
+pub const KAFKA_CONSUMED_RECORDS_TOTAL: &str = "ferry_kafka_consumed_records_total";
+/// Always 1; labels carry the version.
+pub const BUILD_INFO: &str = "ferry_build_info";
+/// 1 while the last readiness probe reached Kafka, else 0.
+pub const KAFKA_READY: &str = "ferry_kafka_ready";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns the handle
+/// `/metrics` renders from.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows only Ferry's own");
+            }
+            metrics::gauge!(BUILD_INFO, "version" => crate::VERSION).set(1.0);
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,46 @@
+//! Ferry's end-to-end suites: the real `ferry` binary, a real broker, real
+//! standard clients. One test binary (built once); a module per suite.
+
+mod bad_input;
+mod compose;
+mod quickstart;
+mod restart;
+
+use ferry_testkit::free_addr;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The `ferry` binary Cargo built for this test run.
+pub fn ferry_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// Ports and a data directory of its own for one `ferry up`.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub broker: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            broker: free_addr(),
+            admin: free_addr(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Environment overrides that move the quickstart onto this sandbox.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("FERRY__DATA_DIR", self.data_dir().display().to_string()),
+            ("FERRY__EMBEDDED_BROKER__LISTEN", self.broker.to_string()),
+            ("FERRY__ADMIN__LISTEN", self.admin.to_string()),
+        ]
+    }
+}
