@@ -6,7 +6,9 @@
 //! `STORAGE`, `memory` or `sqlite`, default both).
 
 use ferry::config::TopicSpec;
-use ferry::kafka::{BrokerStorage, DevBroker, KafkaAdmin, KafkaConfig, KafkaProducer, OutgoingRecord};
+use ferry::kafka::{
+    BrokerStorage, DevBroker, KafkaAdmin, KafkaConfig, KafkaProducer, OutgoingRecord,
+};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::net::SocketAddr;
@@ -19,7 +21,10 @@ const WINDOW: usize = 10_000;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let records: usize = std::env::var("RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let records: usize = std::env::var("RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
     let storages = match std::env::var("STORAGE").as_deref() {
         Ok("memory") => vec!["memory"],
         Ok("sqlite") => vec!["sqlite"],
@@ -51,16 +56,22 @@ async fn main() {
         }
         let payload = vec![b'x'; RECORD_BYTES];
 
-        let raw: FutureProducer = kafka.producer_config(&bootstrap).create().expect("raw producer");
+        let raw: FutureProducer = kafka
+            .producer_config(&bootstrap)
+            .create()
+            .expect("raw producer");
         let raw_rate = measure(records, |i| {
             let raw = raw.clone();
             let payload = payload.clone();
             async move {
                 let key = format!("k{i}");
-                raw.send(FutureRecord::to("bench.raw").key(&key).payload(&payload), Duration::MAX)
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e.to_string())
+                raw.send(
+                    FutureRecord::to("bench.raw").key(&key).payload(&payload),
+                    Duration::MAX,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e.to_string())
             }
         })
         .await;

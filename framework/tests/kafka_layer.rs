@@ -3,7 +3,9 @@
 //! a consumer's committed position never passes a record not marked processed.
 
 use ferry::config::TopicSpec;
-use ferry::kafka::{BrokerStorage, DevBroker, KafkaAdmin, KafkaConfig, KafkaConsumer, KafkaProducer, OutgoingRecord};
+use ferry::kafka::{
+    BrokerStorage, DevBroker, KafkaAdmin, KafkaConfig, KafkaConsumer, KafkaProducer, OutgoingRecord,
+};
 use rdkafka::message::Headers;
 use rdkafka::Message;
 use std::collections::BTreeMap;
@@ -31,7 +33,10 @@ fn record(topic: &str, i: usize) -> OutgoingRecord {
         topic: topic.to_owned(),
         key: Some(format!("key-{}", i % 3).into_bytes()),
         payload: Some(format!("value-{i}").into_bytes()),
-        headers: vec![("ferry-correlation-id".to_owned(), format!("c-{i}").into_bytes())],
+        headers: vec![(
+            "ferry-correlation-id".to_owned(),
+            format!("c-{i}").into_bytes(),
+        )],
         partition: None,
     }
 }
@@ -42,7 +47,8 @@ async fn topics_are_created_once_and_described() {
     let kafka = KafkaConfig::default();
     let admin = KafkaAdmin::new(&kafka, &b.bootstrap_servers()).expect("admin");
     let mut spec = topic("layer.compacted", 2);
-    spec.config.insert("cleanup.policy".into(), "compact".into());
+    spec.config
+        .insert("cleanup.policy".into(), "compact".into());
     let first = admin.ensure_topic(&spec).await.expect("create");
     let second = admin.ensure_topic(&spec).await.expect("exists");
     assert_eq!(format!("{first:?}/{second:?}"), "Created/AlreadyExisted");
@@ -58,9 +64,16 @@ async fn producing_to_a_missing_topic_hands_the_record_back() {
     let mut kafka = KafkaConfig::default();
     kafka.producer.delivery_timeout = Duration::from_secs(3);
     let producer = KafkaProducer::new(&kafka, &b.bootstrap_servers()).expect("producer");
-    let err = producer.send(record("layer.nowhere", 1)).await.expect_err("no such topic");
+    let err = producer
+        .send(record("layer.nowhere", 1))
+        .await
+        .expect_err("no such topic");
     assert_eq!(err.topic, "layer.nowhere");
-    assert_eq!(err.payload.as_deref(), Some(&b"value-1"[..]), "the record is returned, not lost");
+    assert_eq!(
+        err.payload.as_deref(),
+        Some(&b"value-1"[..]),
+        "the record is returned, not lost"
+    );
     b.stop().await;
 }
 
@@ -85,15 +98,22 @@ async fn committed_position_never_passes_an_unprocessed_record() {
 
     // First consumer reads all ten but finishes only the first four.
     {
-        let c = KafkaConsumer::subscribe(&kafka, &bootstrap, "layer-group", &[T]).expect("consumer");
+        let c =
+            KafkaConsumer::subscribe(&kafka, &bootstrap, "layer-group", &[T]).expect("consumer");
         for i in 0..10 {
             let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
                 .await
                 .expect("record arrives")
                 .expect("record");
             assert_eq!(m.payload(), Some(format!("value-{i}").as_bytes()));
-            let cid = m.headers().and_then(|h| h.iter().next().and_then(|h| h.value.map(<[u8]>::to_vec)));
-            assert_eq!(cid, Some(format!("c-{i}").into_bytes()), "headers travel with the record");
+            let cid = m
+                .headers()
+                .and_then(|h| h.iter().next().and_then(|h| h.value.map(<[u8]>::to_vec)));
+            assert_eq!(
+                cid,
+                Some(format!("c-{i}").into_bytes()),
+                "headers travel with the record"
+            );
             if i < 4 {
                 c.mark_processed(&m).expect("store");
             }
@@ -109,7 +129,11 @@ async fn committed_position_never_passes_an_unprocessed_record() {
         .await
         .expect("record arrives")
         .expect("record");
-    assert_eq!(m.offset(), 4, "resumes after the last processed record, not after the last read one");
+    assert_eq!(
+        m.offset(),
+        4,
+        "resumes after the last processed record, not after the last read one"
+    );
     drop(m);
     drop(c);
     b.stop().await;

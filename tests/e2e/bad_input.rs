@@ -8,7 +8,13 @@ use std::path::Path;
 use std::time::Duration;
 
 fn ferry(args: &[&str], env: &[(&str, String)]) -> Finished {
-    FerryProcess::run(&ferry_bin(), args, &repo_root(), env, Duration::from_secs(90))
+    FerryProcess::run(
+        &ferry_bin(),
+        args,
+        &repo_root(),
+        env,
+        Duration::from_secs(90),
+    )
 }
 
 fn write_config(dir: &Path, text: &str) -> String {
@@ -21,11 +27,23 @@ fn write_config(dir: &Path, text: &str) -> String {
 fn assert_clean_failure(f: &Finished, code: i32, needles: &[&str]) {
     assert_eq!(f.code, Some(code), "exit code; stderr:\n{}", f.stderr);
     assert!(!f.stderr.contains("panicked"), "{}", f.stderr);
-    assert!(!f.stderr.to_lowercase().contains("backtrace"), "{}", f.stderr);
-    let errors: Vec<&str> = f.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(
+        !f.stderr.to_lowercase().contains("backtrace"),
+        "{}",
+        f.stderr
+    );
+    let errors: Vec<&str> = f
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
     assert_eq!(errors.len(), 1, "exactly one error line:\n{}", f.stderr);
     for n in needles {
-        assert!(errors[0].contains(n), "{:?} should mention {n:?}", errors[0]);
+        assert!(
+            errors[0].contains(n),
+            "{:?} should mention {n:?}",
+            errors[0]
+        );
     }
 }
 
@@ -75,7 +93,11 @@ fn missing_env_secret_is_named_and_never_printed() {
     assert_clean_failure(
         &f,
         2,
-        &[&path, "kafka.security.sasl_password", "FERRY_E2E_SASL_PASSWORD"],
+        &[
+            &path,
+            "kafka.security.sasl_password",
+            "FERRY_E2E_SASL_PASSWORD",
+        ],
     );
     // With the variable set, the config is valid and the value is not printed.
     let f = ferry(
@@ -89,9 +111,16 @@ fn missing_env_secret_is_named_and_never_printed() {
 #[test]
 fn raw_librdkafka_option_fighting_a_typed_field() {
     let dir = tempfile::tempdir().expect("dir");
-    let path = write_config(dir.path(), "kafka:\n  librdkafka:\n    enable.idempotence: \"false\"\n");
+    let path = write_config(
+        dir.path(),
+        "kafka:\n  librdkafka:\n    enable.idempotence: \"false\"\n",
+    );
     let f = ferry(&["validate", &path], &[]);
-    assert_clean_failure(&f, 2, &["kafka.librdkafka.enable.idempotence", "idempotent"]);
+    assert_clean_failure(
+        &f,
+        2,
+        &["kafka.librdkafka.enable.idempotence", "idempotent"],
+    );
 }
 
 #[test]

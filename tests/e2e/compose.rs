@@ -9,7 +9,8 @@ use serde_yaml::Value;
 use std::collections::HashMap;
 
 fn compose() -> Value {
-    let text = std::fs::read_to_string(repo_root().join("docker-compose.yml")).expect("docker-compose.yml");
+    let text = std::fs::read_to_string(repo_root().join("docker-compose.yml"))
+        .expect("docker-compose.yml");
     serde_yaml::from_str(&text).expect("docker-compose.yml is YAML")
 }
 
@@ -21,7 +22,10 @@ fn environment(service: &Value) -> HashMap<String, String> {
             .map(|(k, v)| {
                 let v = match v {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
                 };
                 (k.as_str().unwrap_or_default().to_owned(), v)
             })
@@ -57,9 +61,13 @@ fn published_ports(service: &Value) -> Vec<(u16, u16)> {
 fn kafka_runs_in_kraft_mode_from_the_official_image() {
     let c = compose();
     let kafka = &c["services"]["kafka"];
-    assert!(kafka["image"].as_str().is_some_and(|i| i.starts_with("apache/kafka:")));
+    assert!(kafka["image"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("apache/kafka:")));
     let env = environment(kafka);
-    assert!(env.get("KAFKA_PROCESS_ROLES").is_some_and(|r| r.contains("broker") && r.contains("controller")));
+    assert!(env
+        .get("KAFKA_PROCESS_ROLES")
+        .is_some_and(|r| r.contains("broker") && r.contains("controller")));
     for key in [
         "KAFKA_NODE_ID",
         "KAFKA_CONTROLLER_QUORUM_VOTERS",
@@ -70,7 +78,10 @@ fn kafka_runs_in_kraft_mode_from_the_official_image() {
     ] {
         assert!(env.contains_key(key), "kafka service sets {key}");
     }
-    assert!(kafka["healthcheck"]["test"].is_sequence(), "kafka has a healthcheck ferry waits on");
+    assert!(
+        kafka["healthcheck"]["test"].is_sequence(),
+        "kafka has a healthcheck ferry waits on"
+    );
 }
 
 #[test]
@@ -79,7 +90,10 @@ fn ferry_environment_maps_onto_real_config_keys() {
     let ferry = &c["services"]["ferry"];
     let env = environment(ferry);
     let overrides: Vec<&String> = env.keys().filter(|k| k.starts_with("FERRY__")).collect();
-    assert!(!overrides.is_empty(), "ferry is configured through FERRY__ variables");
+    assert!(
+        !overrides.is_empty(),
+        "ferry is configured through FERRY__ variables"
+    );
 
     // The config file the container runs with, as the Dockerfile copies it.
     let command: Vec<&str> = ferry["command"]
@@ -88,24 +102,38 @@ fn ferry_environment_maps_onto_real_config_keys() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(command.first(), Some(&"run"), "compose runs against the Kafka service, no embedded broker");
+    assert_eq!(
+        command.first(),
+        Some(&"run"),
+        "compose runs against the Kafka service, no embedded broker"
+    );
     let in_container = command.get(1).expect("config path");
     let local = in_container
         .strip_prefix("/etc/ferry/")
         .map(|rest| repo_root().join(rest))
         .expect("config lives under /etc/ferry/");
-    let config = ferry::config::load_with_env(&local, &env).unwrap_or_else(|e| panic!("compose env: {e}"));
+    let config =
+        ferry::config::load_with_env(&local, &env).unwrap_or_else(|e| panic!("compose env: {e}"));
 
     // Ferry points at a listener the Kafka service advertises.
-    let bootstrap = config.kafka.bootstrap_servers.expect("bootstrap servers set");
+    let bootstrap = config
+        .kafka
+        .bootstrap_servers
+        .expect("bootstrap servers set");
     let advertised = environment(&c["services"]["kafka"])["KAFKA_ADVERTISED_LISTENERS"].clone();
     for server in bootstrap.split(',') {
-        assert!(advertised.contains(server), "{server} is among {advertised}");
+        assert!(
+            advertised.contains(server),
+            "{server} is among {advertised}"
+        );
     }
     // The admin API listens on all interfaces in a container, on the published port.
     assert!(config.admin.listen.ip().is_unspecified());
     let ports = published_ports(ferry);
-    assert!(ports.iter().any(|(_, c)| *c == config.admin.listen.port()), "{ports:?}");
+    assert!(
+        ports.iter().any(|(_, c)| *c == config.admin.listen.port()),
+        "{ports:?}"
+    );
     assert!(ferry["depends_on"]["kafka"]["condition"].as_str() == Some("service_healthy"));
 }
 
@@ -116,7 +144,10 @@ fn dockerfile_builds_the_ferry_binary_and_ships_the_examples() {
     assert!(text.contains("COPY examples"));
     assert!(text.contains("COPY schemas"));
     let c = compose();
-    assert_eq!(c["services"]["ferry"]["build"]["dockerfile"].as_str(), Some("Dockerfile"));
+    assert_eq!(
+        c["services"]["ferry"]["build"]["dockerfile"].as_str(),
+        Some("Dockerfile")
+    );
 }
 
 #[test]
@@ -126,12 +157,18 @@ fn published_ports_agree_with_the_docs() {
     let mut all = Vec::new();
     for name in ["kafka", "ferry"] {
         for (host, _) in published_ports(&c["services"][name]) {
-            assert!(readme.contains(&format!("| {host} ")), "README's port table lists {host} ({name})");
+            assert!(
+                readme.contains(&format!("| {host} ")),
+                "README's port table lists {host} ({name})"
+            );
             all.push(host);
         }
     }
     for default in [9092, 8083] {
-        assert!(all.contains(&default), "compose publishes the default port {default}");
+        assert!(
+            all.contains(&default),
+            "compose publishes the default port {default}"
+        );
     }
     // Named volumes are declared.
     let volumes = c["volumes"].as_mapping().expect("top-level volumes");

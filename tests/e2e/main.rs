@@ -22,6 +22,12 @@ pub struct Sandbox {
     pub admin: SocketAddr,
 }
 
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Sandbox {
     pub fn new() -> Self {
         Self {

@@ -44,8 +44,14 @@ fn quickstart_serves_standard_clients_and_stops_on_sigint() {
     let mut ferry = FerryProcess::spawn(&ferry_bin(), &["up"], &repo_root(), &sb.env());
     ferry.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
     let banner = ferry.stdout();
-    assert!(banner.contains(&sb.broker.to_string()), "banner names the broker: {banner}");
-    assert!(banner.contains(&sb.admin.to_string()), "banner names the admin API: {banner}");
+    assert!(
+        banner.contains(&sb.broker.to_string()),
+        "banner names the broker: {banner}"
+    );
+    assert!(
+        banner.contains(&sb.admin.to_string()),
+        "banner names the admin API: {banner}"
+    );
 
     // Admin API.
     let (status, body) = http_get(sb.admin, "/health").expect("GET /health");
@@ -61,17 +67,32 @@ fn quickstart_serves_standard_clients_and_stops_on_sigint() {
     let out = python::run_script(PY_CLIENT, &[&bootstrap, "ferry.quickstart.events", "100"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("python prints JSON");
     assert_eq!(v["brokers"], 1, "{v}");
-    assert_eq!(v["topics"]["ferry.quickstart.events"], 3, "quickstart topics exist: {v}");
+    assert_eq!(
+        v["topics"]["ferry.quickstart.events"], 3,
+        "quickstart topics exist: {v}"
+    );
     assert_eq!(v["topics"]["ferry.quickstart.contacts"], 3, "{v}");
     assert_eq!(v["unflushed"], 0, "{v}");
     assert_eq!(v["failed"], serde_json::json!([]), "{v}");
     let consumed: Vec<u64> = serde_json::from_value(v["consumed"].clone()).expect("list");
-    assert_eq!(consumed, (0..100).collect::<Vec<u64>>(), "every record comes back");
+    assert_eq!(
+        consumed,
+        (0..100).collect::<Vec<u64>>(),
+        "every record comes back"
+    );
 
     // `ferry tail` prints what Python produced, one JSON object per line.
     let tail = FerryProcess::run(
         &ferry_bin(),
-        &["tail", "ferry.quickstart.events", "--from-beginning", "--max", "100", "-b", &bootstrap],
+        &[
+            "tail",
+            "ferry.quickstart.events",
+            "--from-beginning",
+            "--max",
+            "100",
+            "-b",
+            &bootstrap,
+        ],
         &repo_root(),
         &[],
         Duration::from_secs(60),
@@ -83,30 +104,62 @@ fn quickstart_serves_standard_clients_and_stops_on_sigint() {
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect();
     assert_eq!(lines.len(), 100);
-    let mut ns: Vec<u64> = lines.iter().filter_map(|l| l["value"]["n"].as_u64()).collect();
+    let mut ns: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l["value"]["n"].as_u64())
+        .collect();
     ns.sort_unstable();
     assert_eq!(ns, (0..100).collect::<Vec<u64>>());
-    assert!(lines.iter().all(|l| l["key"].as_str().is_some_and(|k| k.starts_with('k'))));
+    assert!(lines
+        .iter()
+        .all(|l| l["key"].as_str().is_some_and(|k| k.starts_with('k'))));
 
     // `ferry topics`.
     let run = |args: &[&str]| {
         let mut all = vec!["topics"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["-b", &bootstrap]);
-        FerryProcess::run(&ferry_bin(), &all, &repo_root(), &[], Duration::from_secs(60))
+        FerryProcess::run(
+            &ferry_bin(),
+            &all,
+            &repo_root(),
+            &[],
+            Duration::from_secs(60),
+        )
     };
-    let created = run(&["create", "e2e.compacted", "-p", "2", "-x", "cleanup.policy=compact"]);
+    let created = run(&[
+        "create",
+        "e2e.compacted",
+        "-p",
+        "2",
+        "-x",
+        "cleanup.policy=compact",
+    ]);
     assert_eq!(created.code, Some(0), "{}", created.stderr);
     let listed = run(&["list"]);
-    assert!(listed.stdout.contains("e2e.compacted\t2 partition(s)"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("e2e.compacted\t2 partition(s)"),
+        "{}",
+        listed.stdout
+    );
     let described = run(&["describe", "e2e.compacted"]);
-    let d: serde_json::Value = serde_json::from_str(&described.stdout).expect("describe prints JSON");
+    let d: serde_json::Value =
+        serde_json::from_str(&described.stdout).expect("describe prints JSON");
     assert_eq!(d["partitions"].as_array().map(Vec::len), Some(2), "{d}");
     let missing = run(&["describe", "no.such.topic"]);
     assert_eq!(missing.code, Some(1));
-    assert!(missing.stderr.contains("no.such.topic"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no.such.topic"),
+        "{}",
+        missing.stderr
+    );
 
-    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0), "{}", ferry.stderr());
+    assert_eq!(
+        ferry.interrupt(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        ferry.stderr()
+    );
     assert!(!ferry.stderr().contains("panicked"), "{}", ferry.stderr());
 }
 
@@ -116,5 +169,10 @@ fn sigterm_also_stops_cleanly() {
     let mut ferry = FerryProcess::spawn(&ferry_bin(), &["up"], &repo_root(), &sb.env());
     ferry.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
     ferry.signal("TERM");
-    assert_eq!(ferry.wait(Duration::from_secs(60)).code(), Some(0), "{}", ferry.stderr());
+    assert_eq!(
+        ferry.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        ferry.stderr()
+    );
 }

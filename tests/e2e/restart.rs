@@ -31,7 +31,10 @@ async fn records_survive_a_restart() {
             let key = format!("k{i}");
             let value = format!("record-{i}");
             producer
-                .send(FutureRecord::to(TOPIC).key(&key).payload(&value), Duration::from_secs(30))
+                .send(
+                    FutureRecord::to(TOPIC).key(&key).payload(&value),
+                    Duration::from_secs(30),
+                )
                 .await
                 .map_err(|(e, _)| e)
         }
@@ -40,8 +43,16 @@ async fn records_survive_a_restart() {
         r.expect("acknowledged");
     }
     drop(producer);
-    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0), "{}", ferry.stderr());
-    assert!(sb.data_dir().join("broker.db").exists(), "sqlite file in the data dir");
+    assert_eq!(
+        ferry.interrupt(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        ferry.stderr()
+    );
+    assert!(
+        sb.data_dir().join("broker.db").exists(),
+        "sqlite file in the data dir"
+    );
 
     let mut ferry = FerryProcess::spawn(&ferry_bin(), &["up"], &repo_root(), &sb.env());
     ferry.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
@@ -62,6 +73,14 @@ async fn records_survive_a_restart() {
     }
     drop(consumer);
     let expected: BTreeSet<String> = (0..N).map(|i| format!("record-{i}")).collect();
-    assert_eq!(seen, expected, "every record produced before the restart is there after it");
-    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0), "{}", ferry.stderr());
+    assert_eq!(
+        seen, expected,
+        "every record produced before the restart is there after it"
+    );
+    assert_eq!(
+        ferry.interrupt(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        ferry.stderr()
+    );
 }

@@ -34,14 +34,26 @@ impl FerryProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let stdout = collect(child.stdout.take());
         let stderr = collect(child.stderr.take());
-        Self { child, stdout, stderr }
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     /// Runs to completion (at most `timeout`) and returns code and output.
-    pub fn run(bin: &Path, args: &[&str], cwd: &Path, env: &[(&str, String)], timeout: Duration) -> Finished {
+    pub fn run(
+        bin: &Path,
+        args: &[&str],
+        cwd: &Path,
+        env: &[(&str, String)],
+        timeout: Duration,
+    ) -> Finished {
         let mut p = Self::spawn(bin, args, cwd, env);
         let status = p.wait(timeout);
         p.finished(status)

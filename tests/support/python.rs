@@ -34,7 +34,13 @@ fn provision() -> Result<PathBuf, String> {
         .unwrap_or(false);
     if !have {
         run(Command::new(&py)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(PACKAGES))?;
     }
     Ok(py)

@@ -16,7 +16,11 @@ use std::process::ExitCode;
 pub const QUICKSTART: &str = "examples/quickstart.yaml";
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Ferry: integrations on Kafka that survive real APIs")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry: integrations on Kafka that survive real APIs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,7 +91,10 @@ impl Failure {
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -127,7 +134,9 @@ impl Target {
     pub(crate) fn resolve(&self) -> Result<(ferry::config::FerryConfig, String), Failure> {
         let config = match &self.config {
             Some(path) => ferry::config::load(path)?,
-            None if std::path::Path::new(QUICKSTART).exists() => ferry::config::load(std::path::Path::new(QUICKSTART))?,
+            None if std::path::Path::new(QUICKSTART).exists() => {
+                ferry::config::load(std::path::Path::new(QUICKSTART))?
+            }
             None => ferry::config::FerryConfig::default(),
         };
         ferry::telemetry::logging::init(&config.log);

@@ -10,7 +10,9 @@ pub(crate) fn bytes_to_json(bytes: Option<&[u8]>) -> Value {
     };
     match std::str::from_utf8(bytes) {
         Ok(text) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
-        Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+        Err(_) => {
+            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) })
+        }
     }
 }
 
@@ -29,9 +31,15 @@ mod tests {
 
     #[test]
     fn json_text_and_binary_are_told_apart() {
-        assert_eq!(bytes_to_json(Some(br#"{"a":1}"#)), serde_json::json!({"a": 1}));
+        assert_eq!(
+            bytes_to_json(Some(br#"{"a":1}"#)),
+            serde_json::json!({"a": 1})
+        );
         assert_eq!(bytes_to_json(Some(b"hello")), serde_json::json!("hello"));
-        assert_eq!(bytes_to_json(Some(&[0xff, 0x00])), serde_json::json!({"base64": "/wA="}));
+        assert_eq!(
+            bytes_to_json(Some(&[0xff, 0x00])),
+            serde_json::json!({"base64": "/wA="})
+        );
         assert_eq!(bytes_to_json(None), Value::Null);
     }
 }

@@ -32,15 +32,24 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let mut signals = Signals::install().map_err(Failure::runtime)?;
     let (config, bootstrap) = args.target.resolve()?;
     let admin = KafkaAdmin::new(&config.kafka, &bootstrap).map_err(Failure::runtime)?;
-    let topic = admin.describe(&args.topic).await.map_err(Failure::runtime)?;
+    let topic = admin
+        .describe(&args.topic)
+        .await
+        .map_err(Failure::runtime)?;
 
     let group = format!("ferry-tail-{}", uuid::Uuid::new_v4());
     let mut client = config.kafka.client_config(&bootstrap);
-    client.set("group.id", &group).set("enable.auto.commit", "false");
+    client
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false");
     let consumer: StreamConsumer<FerryClientContext> = client
         .create_with_context(FerryClientContext::default())
         .map_err(Failure::runtime)?;
-    let start = if args.from_beginning { Offset::Beginning } else { Offset::End };
+    let start = if args.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
     let mut tpl = TopicPartitionList::new();
     for p in &topic.partitions {
         tpl.add_partition_offset(&args.topic, p.id, start)
@@ -61,7 +70,11 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         };
         let headers: serde_json::Map<String, serde_json::Value> = msg
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_owned(), header_to_json(h.value))).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), header_to_json(h.value)))
+                    .collect()
+            })
             .unwrap_or_default();
         let line = serde_json::json!({
             "topic": msg.topic(),

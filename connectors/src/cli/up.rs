@@ -11,7 +11,8 @@ use std::time::Duration;
 const FLUSH_WITHIN: Duration = Duration::from_secs(30);
 
 pub(crate) async fn up(path: &Path, mode: BrokerMode) -> Result<(), Failure> {
-    let mut signals = Signals::install().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
+    let mut signals = Signals::install()
+        .map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
     let config = ferry::config::load(path)?;
     ferry::telemetry::logging::init(&config.log);
     let origin = path.display().to_string();
@@ -54,7 +55,11 @@ fn print_banner(running: &Running, config: &ferry::config::FerryConfig) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "Ferry {} is up.", ferry::VERSION);
     let _ = writeln!(out, "  Kafka       {kafka}");
-    let _ = writeln!(out, "  Admin API   http://{}  (/health /ready /metrics)", e.admin);
+    let _ = writeln!(
+        out,
+        "  Admin API   http://{}  (/health /ready /metrics)",
+        e.admin
+    );
     if !topics.is_empty() {
         let _ = writeln!(out, "  Topics      {}", topics.join(", "));
     }

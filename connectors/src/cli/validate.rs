@@ -6,11 +6,10 @@ use std::path::Path;
 
 pub(crate) fn validate(path: &Path) -> Result<(), Failure> {
     let config = ferry::config::load(path)?;
-    let kafka = config
-        .kafka
-        .bootstrap_servers
-        .as_deref()
-        .map_or_else(|| format!("embedded broker on {}", config.embedded_broker.listen), str::to_owned);
+    let kafka = config.kafka.bootstrap_servers.as_deref().map_or_else(
+        || format!("embedded broker on {}", config.embedded_broker.listen),
+        str::to_owned,
+    );
     println!(
         "{}: ok (kafka: {kafka}; admin API: {}; {} topic(s))",
         path.display(),

@@ -64,7 +64,9 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
             metrics::gauge!(m::KAFKA_READY).set(0.0);
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "not_ready", "kafka": { "error": e.to_string() } })),
+                Json(
+                    serde_json::json!({ "status": "not_ready", "kafka": { "error": e.to_string() } }),
+                ),
             )
         }
     }
@@ -72,7 +74,10 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
 }

@@ -28,7 +28,11 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// An [`ConfigError::Invalid`] for a check made after deserialization.
-    pub fn invalid(origin: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        origin: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::Invalid {
             origin: origin.into(),
             key: key.into(),

@@ -20,7 +20,10 @@ pub fn load(path: &Path) -> Result<FerryConfig, ConfigError> {
 
 /// Loads and validates `path` with overrides from `env` (a map of variable
 /// name to value) instead of the process environment.
-pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<FerryConfig, ConfigError> {
+pub fn load_with_env(
+    path: &Path,
+    env: &HashMap<String, String>,
+) -> Result<FerryConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -52,7 +55,11 @@ pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<Ferry
             .filter(|var| env.contains_key(var))
             .map(|var| format!("environment variable {var}"))
             .unwrap_or_else(|| origin.clone());
-        ConfigError::Invalid { origin, key, message }
+        ConfigError::Invalid {
+            origin,
+            key,
+            message,
+        }
     })?;
     config.validate(&origin)?;
     Ok(config)
@@ -70,7 +77,10 @@ fn env_var_for(key: &str) -> Option<String> {
         return None;
     }
     let parts: Vec<String> = key.split('.').map(str::to_uppercase).collect();
-    Some(format!("{ENV_PREFIX}{ENV_SEPARATOR}{}", parts.join(ENV_SEPARATOR)))
+    Some(format!(
+        "{ENV_PREFIX}{ENV_SEPARATOR}{}",
+        parts.join(ENV_SEPARATOR)
+    ))
 }
 
 /// The key path and a message without the `config` crate's own prefixes. For
@@ -96,11 +106,14 @@ fn describe(e: &serde_path_to_error::Error<config::ConfigError>) -> (String, Str
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next())
     {
-        key = if key == "." || key.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{key}.{field}")
-        };
+        let already = key == field || key.ends_with(&format!(".{field}"));
+        if !already {
+            key = if key == "." || key.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{key}.{field}")
+            };
+        }
     }
     if key.is_empty() {
         key = ".".to_owned();
@@ -135,7 +148,10 @@ mod tests {
 
     fn err(text: &str, env: &[(&str, &str)]) -> String {
         let f = write(text);
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         match load_with_env(f.path(), &env) {
             Ok(_) => panic!("expected an error for {text:?}"),
             Err(e) => e.to_string(),
@@ -155,12 +171,18 @@ mod tests {
         let f = write("kafka:\n  client_id: from-file\n");
         let env = HashMap::from([
             ("FERRY__KAFKA__CLIENT_ID".to_owned(), "from-env".to_owned()),
-            ("FERRY__KAFKA__BOOTSTRAP_SERVERS".to_owned(), "k1:9092,k2:9092".to_owned()),
+            (
+                "FERRY__KAFKA__BOOTSTRAP_SERVERS".to_owned(),
+                "k1:9092,k2:9092".to_owned(),
+            ),
             ("FERRY__ADMIN__LISTEN".to_owned(), "0.0.0.0:9999".to_owned()),
         ]);
         let c = load_with_env(f.path(), &env).expect("config");
         assert_eq!(c.kafka.client_id, "from-env");
-        assert_eq!(c.kafka.bootstrap_servers.as_deref(), Some("k1:9092,k2:9092"));
+        assert_eq!(
+            c.kafka.bootstrap_servers.as_deref(),
+            Some("k1:9092,k2:9092")
+        );
         assert_eq!(c.admin.listen.port(), 9999);
     }
 
@@ -180,16 +202,24 @@ mod tests {
     #[test]
     fn env_value_errors_name_the_variable() {
         let e = err("", &[("FERRY__ADMIN__LISTEN", "not-an-address")]);
-        assert!(e.contains("environment variable FERRY__ADMIN__LISTEN"), "{e}");
+        assert!(
+            e.contains("environment variable FERRY__ADMIN__LISTEN"),
+            "{e}"
+        );
         assert!(e.contains("admin.listen"), "{e}");
     }
 
     #[test]
     fn malformed_yaml_names_the_file() {
         let f = write("kafka: [unclosed\n");
-        let e = load_with_env(f.path(), &HashMap::new()).err().map(|e| e.to_string());
+        let e = load_with_env(f.path(), &HashMap::new())
+            .err()
+            .map(|e| e.to_string());
         let e = e.unwrap_or_default();
-        assert!(e.contains(&f.path().display().to_string()) && e.contains("not valid YAML"), "{e}");
+        assert!(
+            e.contains(&f.path().display().to_string()) && e.contains("not valid YAML"),
+            "{e}"
+        );
     }
 
     #[test]

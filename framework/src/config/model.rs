@@ -60,11 +60,16 @@ impl FerryConfig {
                 ));
             }
         }
-        if self.kafka.bootstrap_servers.is_none() && self.embedded_broker.listen == self.admin.listen {
+        if self.kafka.bootstrap_servers.is_none()
+            && self.embedded_broker.listen == self.admin.listen
+        {
             return Err(ConfigError::invalid(
                 origin,
                 "admin.listen",
-                format!("{} is also the embedded broker's address", self.admin.listen),
+                format!(
+                    "{} is also the embedded broker's address",
+                    self.admin.listen
+                ),
             ));
         }
         Ok(())
@@ -75,7 +80,9 @@ impl FerryConfig {
 /// and not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 249 {
-        return Err(format!("topic name `{name}` must be 1 to 249 characters long"));
+        return Err(format!(
+            "topic name `{name}` must be 1 to 249 characters long"
+        ));
     }
     if name == "." || name == ".." {
         return Err(format!("topic name `{name}` is not allowed"));

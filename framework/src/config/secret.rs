@@ -25,14 +25,16 @@ impl Secret {
     pub fn resolve(raw: &str) -> Result<Self, String> {
         let raw = raw.trim();
         if let Some(name) = reference(raw, "env") {
-            return std::env::var(name)
-                .map(Self)
-                .map_err(|_| format!("the secret refers to environment variable `{name}`, which is not set"));
+            return std::env::var(name).map(Self).map_err(|_| {
+                format!("the secret refers to environment variable `{name}`, which is not set")
+            });
         }
         if let Some(path) = reference(raw, "file") {
             return std::fs::read_to_string(path)
                 .map(|s| Self(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|e| format!("the secret refers to file `{path}`, which cannot be read: {e}"));
+                .map_err(|e| {
+                    format!("the secret refers to file `{path}`, which cannot be read: {e}")
+                });
         }
         if raw.starts_with("${") {
             return Err("a secret reference must be `${env:NAME}` or `${file:/path}`".to_owned());
@@ -75,7 +77,10 @@ mod tests {
 
     #[test]
     fn literal_and_env_references_resolve() {
-        assert_eq!(Secret::resolve("plain").map(|s| s.0), Ok("plain".to_owned()));
+        assert_eq!(
+            Secret::resolve("plain").map(|s| s.0),
+            Ok("plain".to_owned())
+        );
         std::env::set_var("FERRY_SECRET_TEST_PRESENT", "s3cret");
         let s = Secret::resolve("${env:FERRY_SECRET_TEST_PRESENT}").map_err(|e| e.to_string());
         assert_eq!(s.map(|s| s.expose().to_owned()), Ok("s3cret".to_owned()));
@@ -90,7 +95,10 @@ mod tests {
     #[test]
     fn file_reference_trims_the_trailing_newline() {
         let dir = tempfile::tempdir().map_err(|e| e.to_string());
-        let dir = dir.as_ref().map(|d| d.path().to_owned()).unwrap_or_default();
+        let dir = dir
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_default();
         let path = dir.join("secret.txt");
         std::fs::write(&path, "from-file\n").ok();
         let s = Secret::resolve(&format!("${{file:{}}}", path.display()));

@@ -76,7 +76,9 @@ impl KafkaAdmin {
             .inner
             .create_topics([&topic], &self.options())
             .await
-            .map_err(|source| self.unreachable_or(source, format!("creating topic `{}`", spec.name)))?;
+            .map_err(|source| {
+                self.unreachable_or(source, format!("creating topic `{}`", spec.name))
+            })?;
         match results.into_iter().next() {
             Some(Ok(_)) => Ok(Ensured::Created),
             Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(Ensured::AlreadyExisted),
@@ -119,7 +121,10 @@ impl KafkaAdmin {
         Ok(d)
     }
 
-    async fn topic_config(&self, topic: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    async fn topic_config(
+        &self,
+        topic: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
         let results = self
             .inner
             .describe_configs([&ResourceSpecifier::Topic(topic)], &self.options())
@@ -135,16 +140,21 @@ impl KafkaAdmin {
         )
     }
 
-    async fn metadata(&self, topic: Option<String>) -> Result<Vec<TopicDescription>, KafkaLayerError> {
+    async fn metadata(
+        &self,
+        topic: Option<String>,
+    ) -> Result<Vec<TopicDescription>, KafkaLayerError> {
         let inner = self.inner.clone();
         let timeout = self.timeout;
-        let md = tokio::task::spawn_blocking(move || inner.inner().fetch_metadata(topic.as_deref(), timeout))
-            .await
-            .map_err(|e| KafkaLayerError::Topic {
-                topic: "*".into(),
-                message: format!("metadata task failed: {e}"),
-            })?
-            .map_err(|source| self.unreachable_or(source, "fetching metadata".into()))?;
+        let md = tokio::task::spawn_blocking(move || {
+            inner.inner().fetch_metadata(topic.as_deref(), timeout)
+        })
+        .await
+        .map_err(|e| KafkaLayerError::Topic {
+            topic: "*".into(),
+            message: format!("metadata task failed: {e}"),
+        })?
+        .map_err(|source| self.unreachable_or(source, "fetching metadata".into()))?;
         let mut topics: Vec<TopicDescription> = md
             .topics()
             .iter()
@@ -168,10 +178,16 @@ impl KafkaAdmin {
         Ok(topics)
     }
 
-    fn unreachable_or(&self, source: rdkafka::error::KafkaError, context: String) -> KafkaLayerError {
+    fn unreachable_or(
+        &self,
+        source: rdkafka::error::KafkaError,
+        context: String,
+    ) -> KafkaLayerError {
         use rdkafka::error::KafkaError as E;
         match &source {
-            E::MetadataFetch(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::AllBrokersDown)
+            E::MetadataFetch(
+                RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::AllBrokersDown,
+            )
             | E::AdminOp(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::AllBrokersDown) => {
                 KafkaLayerError::Unreachable {
                     bootstrap: self.bootstrap.clone(),

@@ -218,21 +218,42 @@ const OWNED_OPTIONS: &[(&str, &str)] = &[
     ("metadata.broker.list", "use `kafka.bootstrap_servers`"),
     ("client.id", "use `kafka.client_id`"),
     ("acks", "Ferry always produces with acks=all"),
-    ("request.required.acks", "Ferry always produces with acks=all"),
-    ("enable.idempotence", "Ferry's producer is always idempotent"),
+    (
+        "request.required.acks",
+        "Ferry always produces with acks=all",
+    ),
+    (
+        "enable.idempotence",
+        "Ferry's producer is always idempotent",
+    ),
     ("compression.type", "use `kafka.producer.compression`"),
     ("compression.codec", "use `kafka.producer.compression`"),
     ("linger.ms", "use `kafka.producer.linger`"),
     ("queue.buffering.max.ms", "use `kafka.producer.linger`"),
     ("batch.size", "use `kafka.producer.batch_size`"),
     ("batch.num.messages", "use `kafka.producer.batch_records`"),
-    ("message.timeout.ms", "use `kafka.producer.delivery_timeout`"),
-    ("delivery.timeout.ms", "use `kafka.producer.delivery_timeout`"),
-    ("queue.buffering.max.messages", "use `kafka.producer.queue_records`"),
+    (
+        "message.timeout.ms",
+        "use `kafka.producer.delivery_timeout`",
+    ),
+    (
+        "delivery.timeout.ms",
+        "use `kafka.producer.delivery_timeout`",
+    ),
+    (
+        "queue.buffering.max.messages",
+        "use `kafka.producer.queue_records`",
+    ),
     ("group.id", "use `kafka.consumer.group_id`"),
-    ("auto.offset.reset", "use `kafka.consumer.auto_offset_reset`"),
+    (
+        "auto.offset.reset",
+        "use `kafka.consumer.auto_offset_reset`",
+    ),
     ("session.timeout.ms", "use `kafka.consumer.session_timeout`"),
-    ("auto.commit.interval.ms", "use `kafka.consumer.commit_interval`"),
+    (
+        "auto.commit.interval.ms",
+        "use `kafka.consumer.commit_interval`",
+    ),
     (
         "enable.auto.commit",
         "Ferry commits offsets itself, only after a record is processed",
@@ -245,7 +266,10 @@ const OWNED_OPTIONS: &[(&str, &str)] = &[
     ("sasl.mechanism", "use `kafka.security.sasl_mechanism`"),
     ("sasl.mechanisms", "use `kafka.security.sasl_mechanism`"),
     ("sasl.username", "use `kafka.security.sasl_username`"),
-    ("sasl.password", "use `kafka.security.sasl_password` (it keeps the value secret)"),
+    (
+        "sasl.password",
+        "use `kafka.security.sasl_password` (it keeps the value secret)",
+    ),
     ("ssl.ca.location", "use `kafka.security.ssl_ca_location`"),
 ];
 
@@ -263,7 +287,10 @@ impl KafkaConfig {
             }
         }
         if let Some(servers) = &self.bootstrap_servers {
-            if servers.split(',').any(|s| s.trim().is_empty() || !s.contains(':')) {
+            if servers
+                .split(',')
+                .any(|s| s.trim().is_empty() || !s.contains(':'))
+            {
                 return Err(ConfigError::invalid(
                     origin,
                     "kafka.bootstrap_servers",
@@ -272,10 +299,18 @@ impl KafkaConfig {
             }
         }
         if self.client_id.is_empty() {
-            return Err(ConfigError::invalid(origin, "kafka.client_id", "must not be empty"));
+            return Err(ConfigError::invalid(
+                origin,
+                "kafka.client_id",
+                "must not be empty",
+            ));
         }
         if self.consumer.group_id.is_empty() {
-            return Err(ConfigError::invalid(origin, "kafka.consumer.group_id", "must not be empty"));
+            return Err(ConfigError::invalid(
+                origin,
+                "kafka.consumer.group_id",
+                "must not be empty",
+            ));
         }
         let sasl = matches!(
             self.security.protocol,
@@ -394,14 +429,22 @@ mod tests {
     fn raw_option_owned_by_a_typed_field_is_refused() {
         let mut k = KafkaConfig::default();
         k.librdkafka.insert("acks".into(), "1".into());
-        let e = k.validate("f.yaml").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("kafka.librdkafka.acks") && e.contains("acks=all"), "{e}");
+        let e = k
+            .validate("f.yaml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("kafka.librdkafka.acks") && e.contains("acks=all"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unrelated_raw_option_passes_through() {
         let mut k = KafkaConfig::default();
-        k.librdkafka.insert("socket.keepalive.enable".into(), "true".into());
+        k.librdkafka
+            .insert("socket.keepalive.enable".into(), "true".into());
         assert!(k.validate("f.yaml").is_ok());
         let c = k.producer_config("127.0.0.1:1");
         assert_eq!(c.get("socket.keepalive.enable"), Some("true"));

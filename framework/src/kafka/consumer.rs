@@ -26,10 +26,12 @@ impl KafkaConsumer {
             .consumer_config(bootstrap_servers, group_id)
             .create_with_context(FerryClientContext::default())
             .map_err(KafkaLayerError::ClientConfig)?;
-        inner.subscribe(topics).map_err(|source| KafkaLayerError::Client {
-            context: format!("subscribing group `{group_id}` to {topics:?}"),
-            source,
-        })?;
+        inner
+            .subscribe(topics)
+            .map_err(|source| KafkaLayerError::Client {
+                context: format!("subscribing group `{group_id}` to {topics:?}"),
+                source,
+            })?;
         Ok(Self {
             inner,
             consumed: metrics::counter!(m::KAFKA_CONSUMED_RECORDS_TOTAL),
@@ -38,10 +40,14 @@ impl KafkaConsumer {
 
     /// The next record. Keeps the group membership alive while it waits.
     pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaLayerError> {
-        let msg = self.inner.recv().await.map_err(|source| KafkaLayerError::Client {
-            context: "receiving from Kafka".into(),
-            source,
-        })?;
+        let msg = self
+            .inner
+            .recv()
+            .await
+            .map_err(|source| KafkaLayerError::Client {
+                context: "receiving from Kafka".into(),
+                source,
+            })?;
         self.consumed.increment(1);
         Ok(msg)
     }
@@ -52,7 +58,12 @@ impl KafkaConsumer {
     }
 
     /// Marks the record at `offset` in `topic`/`partition` processed.
-    pub fn mark_position(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaLayerError> {
+    pub fn mark_position(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), KafkaLayerError> {
         self.inner
             .store_offset(topic, partition, offset)
             .map_err(|source| KafkaLayerError::Client {
@@ -67,7 +78,11 @@ impl KafkaConsumer {
         match self.inner.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => Ok(()),
             // Nothing stored since the last commit: nothing to do.
-            Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => Ok(()),
+            Err(e)
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) =>
+            {
+                Ok(())
+            }
             Err(source) => Err(KafkaLayerError::Client {
                 context: "committing offsets".into(),
                 source,

@@ -28,12 +28,18 @@ impl ClientContext for FerryClientContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         use RDKafkaLogLevel as L;
         match level {
-            _ if self.quiet => tracing::debug!(target: LIBRDKAFKA_TARGET, facility = fac, "{log_message}"),
+            _ if self.quiet => {
+                tracing::debug!(target: LIBRDKAFKA_TARGET, facility = fac, "{log_message}")
+            }
             L::Emerg | L::Alert | L::Critical | L::Error => {
                 tracing::error!(target: LIBRDKAFKA_TARGET, facility = fac, "{log_message}")
             }
-            L::Warning => tracing::warn!(target: LIBRDKAFKA_TARGET, facility = fac, "{log_message}"),
-            L::Notice | L::Info => tracing::info!(target: LIBRDKAFKA_TARGET, facility = fac, "{log_message}"),
+            L::Warning => {
+                tracing::warn!(target: LIBRDKAFKA_TARGET, facility = fac, "{log_message}")
+            }
+            L::Notice | L::Info => {
+                tracing::info!(target: LIBRDKAFKA_TARGET, facility = fac, "{log_message}")
+            }
             L::Debug => tracing::debug!(target: LIBRDKAFKA_TARGET, facility = fac, "{log_message}"),
         }
     }

@@ -42,7 +42,10 @@ impl DevBroker {
         // rather than as an error inside the broker task. Port 0 becomes a real port.
         let addr = std::net::TcpListener::bind(listen)
             .and_then(|l| l.local_addr())
-            .map_err(|source| DevBrokerError::Bind { addr: listen, source })?;
+            .map_err(|source| DevBrokerError::Bind {
+                addr: listen,
+                source,
+            })?;
 
         let storage_url = match &storage {
             BrokerStorage::Memory => parse_url("memory://tansu/")?,
@@ -75,9 +78,11 @@ impl DevBroker {
                     "the broker on {addr} stopped during startup (see the log above)"
                 )));
             }
-            if tokio::task::spawn_blocking(move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
-                .await
-                .is_ok_and(|r| r.is_ok())
+            if tokio::task::spawn_blocking(move || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            })
+            .await
+            .is_ok_and(|r| r.is_ok())
             {
                 break;
             }
@@ -120,19 +125,28 @@ fn parse_url(s: &str) -> Result<Url, DevBrokerError> {
 /// path, after its first `/`, is still absolute: hence `sqlite:////abs/file.db`.
 fn sqlite_url(path: &std::path::Path) -> Result<Url, DevBrokerError> {
     let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
     std::fs::create_dir_all(&dir).map_err(|source| DevBrokerError::DataDir {
         path: dir.display().to_string(),
         source,
     })?;
-    let dir = dir.canonicalize().map_err(|source| DevBrokerError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    let file = path.file_name().map(PathBuf::from).unwrap_or_else(|| "broker.db".into());
+    let dir = dir
+        .canonicalize()
+        .map_err(|source| DevBrokerError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    let file = path
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "broker.db".into());
     let abs = dir.join(file);
-    let s = abs
-        .to_str()
-        .ok_or_else(|| DevBrokerError::Start(format!("data path {} is not UTF-8", abs.display())))?;
+    let s = abs.to_str().ok_or_else(|| {
+        DevBrokerError::Start(format!("data path {} is not UTF-8", abs.display()))
+    })?;
     parse_url(&format!("sqlite:///{s}"))
 }

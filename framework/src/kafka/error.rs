@@ -52,18 +52,18 @@ impl ProduceError {
     /// caller is retryable only if the broker may still accept it later.
     pub fn is_retryable(&self) -> bool {
         use rdkafka::types::RDKafkaErrorCode as C;
-        match self.source.rdkafka_error_code() {
+        !matches!(
+            self.source.rdkafka_error_code(),
             Some(
                 C::MessageSizeTooLarge
-                | C::InvalidMessage
-                | C::InvalidMessageSize
-                | C::TopicAuthorizationFailed
-                | C::UnknownTopicOrPartition
-                | C::UnknownTopic
-                | C::InvalidRecord,
-            ) => false,
-            _ => true,
-        }
+                    | C::InvalidMessage
+                    | C::InvalidMessageSize
+                    | C::TopicAuthorizationFailed
+                    | C::UnknownTopicOrPartition
+                    | C::UnknownTopic
+                    | C::InvalidRecord
+            )
+        )
     }
 }
 
@@ -85,5 +85,8 @@ pub enum DevBrokerError {
     #[error("embedded broker: {0}")]
     Start(String),
     #[error("embedded broker on {addr} did not accept connections within {waited:?}")]
-    NotReady { addr: SocketAddr, waited: std::time::Duration },
+    NotReady {
+        addr: SocketAddr,
+        waited: std::time::Duration,
+    },
 }

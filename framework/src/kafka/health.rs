@@ -46,12 +46,16 @@ impl KafkaHealth {
         let start = tokio::time::Instant::now();
         loop {
             let left = deadline.saturating_sub(start.elapsed());
-            let attempt = left.min(Duration::from_secs(2)).max(Duration::from_millis(200));
+            let attempt = left
+                .min(Duration::from_secs(2))
+                .max(Duration::from_millis(200));
             match self.check(attempt).await {
                 Ok(n) => return Ok(n),
                 Err(e) if start.elapsed() >= deadline => {
                     return Err(match e {
-                        KafkaLayerError::Unreachable { bootstrap, source, .. } => KafkaLayerError::Unreachable {
+                        KafkaLayerError::Unreachable {
+                            bootstrap, source, ..
+                        } => KafkaLayerError::Unreachable {
                             bootstrap,
                             timeout: deadline,
                             source,

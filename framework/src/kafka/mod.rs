@@ -24,8 +24,8 @@ mod producer;
 
 pub use admin::{KafkaAdmin, TopicDescription};
 pub use config::{
-    AutoOffsetReset, Compression, ConsumerSettings, EmbeddedBrokerConfig, KafkaConfig, ProducerSettings,
-    SaslMechanism, SecurityProtocol, SecuritySettings, StorageKind,
+    AutoOffsetReset, Compression, ConsumerSettings, EmbeddedBrokerConfig, KafkaConfig,
+    ProducerSettings, SaslMechanism, SecurityProtocol, SecuritySettings, StorageKind,
 };
 pub use consumer::KafkaConsumer;
 pub use context::FerryClientContext;

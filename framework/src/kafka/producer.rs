@@ -54,7 +54,8 @@ impl KafkaProducer {
     /// or librdkafka has given up after `delivery_timeout`. While librdkafka's
     /// local queue is full, this waits: that is the producer's backpressure.
     pub async fn send(&self, record: OutgoingRecord) -> Result<Delivered, ProduceError> {
-        let size = record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
+        let size =
+            record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (name, value) in &record.headers {
             headers = headers.insert(Header {
@@ -62,7 +63,8 @@ impl KafkaProducer {
                 value: Some(value),
             });
         }
-        let mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&record.topic).headers(headers);
+        let mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+            FutureRecord::to(&record.topic).headers(headers);
         if let Some(k) = &record.key {
             fr = fr.key(k);
         }

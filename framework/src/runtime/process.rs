@@ -71,14 +71,21 @@ pub struct Running {
 
 impl Running {
     /// Starts Ferry from a validated `config` (`origin` names its file).
-    pub async fn start(config: &FerryConfig, origin: &str, mode: BrokerMode) -> Result<Self, StartError> {
+    pub async fn start(
+        config: &FerryConfig,
+        origin: &str,
+        mode: BrokerMode,
+    ) -> Result<Self, StartError> {
         let metrics = crate::telemetry::metrics::install();
         let admin_listener = admin::bind(config.admin.listen).await?;
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.listen);
 
         #[cfg(feature = "embedded-broker")]
         let mut broker = None;
+        // Set only when the broker is embedded, which a build without the feature never does.
+        #[cfg_attr(not(feature = "embedded-broker"), allow(unused_mut))]
         let mut broker_data = None;
+        #[cfg_attr(not(feature = "embedded-broker"), allow(unused_mut))]
         let mut embedded_broker = false;
         let bootstrap = match (&config.kafka.bootstrap_servers, mode) {
             (Some(b), _) => b.clone(),
@@ -135,7 +142,10 @@ impl Running {
         };
 
         let shutdown = Shutdown::new();
-        let router = admin::router(AdminState { kafka: health, metrics });
+        let router = admin::router(AdminState {
+            kafka: health,
+            metrics,
+        });
         let stop = shutdown.clone();
         let admin_task = tokio::spawn(async move {
             let served = axum::serve(admin_listener, router)
@@ -173,6 +183,9 @@ impl Running {
         self.shutdown.cancel();
         let _ = self.admin_task.await;
         let flushed = self.producer.flush(flush_within).await;
+        // Every client goes before the broker does, so none of them sees it vanish.
+        drop(self.producer);
+        drop(self.admin_client);
         #[cfg(feature = "embedded-broker")]
         if let Some(b) = self.broker {
             b.stop().await;

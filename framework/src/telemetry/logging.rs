@@ -5,7 +5,11 @@ use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Directives added to every filter: tansu's own logging is noisy at info.
-const QUIET_DEPENDENCIES: &[&str] = &["tansu_broker=warn", "tansu_storage=warn", "tansu_sans_io=warn"];
+const QUIET_DEPENDENCIES: &[&str] = &[
+    "tansu_broker=warn",
+    "tansu_storage=warn",
+    "tansu_sans_io=warn",
+];
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `config.level`.
 /// Calling it twice is harmless (the second call does nothing).
@@ -21,7 +25,8 @@ pub fn init(config: &LogConfig) {
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -26,7 +26,9 @@ pub fn install() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed; /metrics shows only Ferry's own");
+                tracing::warn!(
+                    "a metrics recorder was already installed; /metrics shows only Ferry's own"
+                );
             }
             metrics::gauge!(BUILD_INFO, "version" => crate::VERSION).set(1.0);
             handle
