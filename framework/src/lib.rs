@@ -12,6 +12,7 @@ pub mod config;
 pub mod kafka;
 pub mod prelude;
 pub mod runtime;
+pub mod schema;
 pub mod telemetry;
 
 /// The version of Ferry, as built.
