@@ -1,0 +1,114 @@
+//! Avro encode and decode rates for the `Contact` schema (Confluent-framed,
+//! through Ferry's `AvroCodec`), beside `serde_json` on the same records.
+//!
+//! `cargo bench -p ferry --bench avro` (env: `RECORDS`, default 200000).
+
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use ferry::schema::AvroCodec;
+use serde::{Deserialize, Serialize};
+use std::hint::black_box;
+use std::time::Instant;
+
+#[derive(Serialize, Deserialize)]
+struct Contact {
+    id: String,
+    name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    source: String,
+    updated_at: Option<i64>,
+    lifetime_value: Option<String>,
+    raw: String,
+}
+
+fn contact(i: usize) -> Contact {
+    Contact {
+        id: format!("c-{i}"),
+        name: Some(format!("Person {i}")),
+        email: Some(format!("person{i}@example.com")),
+        phone: (i % 2 == 0).then(|| format!("+4420{i:08}")),
+        source: "crm".into(),
+        updated_at: Some(1_764_000_000_000 + i as i64),
+        lifetime_value: None,
+        raw: format!(r#"{{"id":"c-{i}","name":"Person {i}","email":"person{i}@example.com"}}"#),
+    }
+}
+
+fn opt(s: &Option<String>) -> Value {
+    match s {
+        Some(s) => Value::Union(1, Box::new(Value::String(s.clone()))),
+        None => Value::Union(0, Box::new(Value::Null)),
+    }
+}
+
+fn to_avro(c: &Contact) -> Value {
+    Value::Record(vec![
+        ("id".into(), Value::String(c.id.clone())),
+        ("name".into(), opt(&c.name)),
+        ("email".into(), opt(&c.email)),
+        ("phone".into(), opt(&c.phone)),
+        ("source".into(), Value::String(c.source.clone())),
+        (
+            "updated_at".into(),
+            c.updated_at.map_or(Value::Union(0, Box::new(Value::Null)), |t| {
+                Value::Union(1, Box::new(Value::TimestampMillis(t)))
+            }),
+        ),
+        ("lifetime_value".into(), Value::Union(0, Box::new(Value::Null))),
+        ("raw".into(), Value::Bytes(c.raw.as_bytes().to_vec())),
+    ])
+}
+
+fn rate(n: usize, f: impl FnOnce()) -> f64 {
+    let start = Instant::now();
+    f();
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let n: usize = std::env::var("RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/contact.avsc"))
+        .expect("schemas/contact.avsc");
+    let codec = AvroCodec::new(Schema::parse_str(&text).expect("schema"), 1);
+    let contacts: Vec<Contact> = (0..n).map(contact).collect();
+    let values: Vec<Value> = contacts.iter().map(to_avro).collect();
+
+    let mut avro_bytes = Vec::with_capacity(n);
+    let avro_enc = rate(n, || {
+        for v in &values {
+            avro_bytes.push(codec.encode(v).expect("encodes"));
+        }
+    });
+    let avro_dec = rate(n, || {
+        for b in &avro_bytes {
+            black_box(codec.decode(b).expect("decodes"));
+        }
+    });
+    let mut json_bytes = Vec::with_capacity(n);
+    let json_enc = rate(n, || {
+        for c in &contacts {
+            json_bytes.push(serde_json::to_vec(c).expect("encodes"));
+        }
+    });
+    let json_dec = rate(n, || {
+        for b in &json_bytes {
+            black_box(serde_json::from_slice::<Contact>(b).expect("decodes"));
+        }
+    });
+    let avg = |v: &Vec<Vec<u8>>| v.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
+    println!("records: {n} Contact records");
+    println!(
+        "encode: Avro {avro_enc:>10.0} rec/s | serde_json {json_enc:>10.0} rec/s | Avro/JSON {:.2}",
+        avro_enc / json_enc
+    );
+    println!(
+        "decode: Avro {avro_dec:>10.0} rec/s | serde_json {json_dec:>10.0} rec/s | Avro/JSON {:.2}",
+        avro_dec / json_dec
+    );
+    println!(
+        "size:   Avro {:.0} B/record (framed) | JSON {:.0} B/record",
+        avg(&avro_bytes),
+        avg(&json_bytes)
+    );
+}
