@@ -51,11 +51,15 @@ fn to_avro(c: &Contact) -> Value {
         ("source".into(), Value::String(c.source.clone())),
         (
             "updated_at".into(),
-            c.updated_at.map_or(Value::Union(0, Box::new(Value::Null)), |t| {
-                Value::Union(1, Box::new(Value::TimestampMillis(t)))
-            }),
+            c.updated_at
+                .map_or(Value::Union(0, Box::new(Value::Null)), |t| {
+                    Value::Union(1, Box::new(Value::TimestampMillis(t)))
+                }),
         ),
-        ("lifetime_value".into(), Value::Union(0, Box::new(Value::Null))),
+        (
+            "lifetime_value".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        ),
         ("raw".into(), Value::Bytes(c.raw.as_bytes().to_vec())),
     ])
 }
@@ -67,9 +71,15 @@ fn rate(n: usize, f: impl FnOnce()) -> f64 {
 }
 
 fn main() {
-    let n: usize = std::env::var("RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000);
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/contact.avsc"))
-        .expect("schemas/contact.avsc");
+    let n: usize = std::env::var("RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schemas/contact.avsc"
+    ))
+    .expect("schemas/contact.avsc");
     let codec = AvroCodec::new(Schema::parse_str(&text).expect("schema"), 1);
     let contacts: Vec<Contact> = (0..n).map(contact).collect();
     let values: Vec<Value> = contacts.iter().map(to_avro).collect();

@@ -7,9 +7,11 @@
 //! its schema before it reaches Kafka; [`files`] loads the `.avsc` files.
 
 pub mod codec;
+pub mod compatibility;
 pub mod files;
 pub mod wire;
 
 pub use codec::{AvroCodec, CodecError};
+pub use compatibility::{CompatibilityLevel, Incompatibility};
 pub use files::{load_dir, SchemaFile, SchemaFileError};
 pub use wire::{WireError, MAGIC_BYTE};
