@@ -176,3 +176,50 @@ fn sigterm_also_stops_cleanly() {
         ferry.stderr()
     );
 }
+
+/// With `kafka.bootstrap_servers` set, nothing is embedded: `ferry run` uses
+/// the Kafka it is given (here a separate broker started by the harness) and
+/// creates its topics there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_uses_the_configured_kafka_and_embeds_nothing() {
+    let external = ferry_testkit::TestBroker::start().await;
+    let sb = Sandbox::new();
+    let mut env = sb.env();
+    env.push((
+        "FERRY__KAFKA__BOOTSTRAP_SERVERS",
+        external.bootstrap.clone(),
+    ));
+    let mut ferry = FerryProcess::spawn(
+        &ferry_bin(),
+        &["run", "examples/quickstart.yaml"],
+        &repo_root(),
+        &env,
+    );
+    ferry.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
+    let banner = ferry.stdout();
+    assert!(
+        banner.contains(&external.bootstrap) && !banner.contains("embedded"),
+        "{banner}"
+    );
+    assert!(
+        std::net::TcpStream::connect(sb.broker).is_err(),
+        "no broker listens on the embedded address"
+    );
+
+    let admin =
+        ferry::kafka::KafkaAdmin::new(&ferry::kafka::KafkaConfig::default(), &external.bootstrap)
+            .expect("admin client");
+    let topic = admin
+        .describe("ferry.quickstart.events")
+        .await
+        .expect("topic created on the external broker");
+    assert_eq!(topic.partitions.len(), 3);
+
+    assert_eq!(
+        ferry.interrupt(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        ferry.stderr()
+    );
+    external.stop().await;
+}
