@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const RECORD_BYTES: usize = 1024;
 /// Sends kept in flight at once by each producer under test.
 const WINDOW: usize = 10_000;
+/// Runs of each producer; the best is reported.
+const ROUNDS: usize = 2;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -30,7 +32,9 @@ async fn main() {
         Ok("sqlite") => vec!["sqlite"],
         _ => vec!["memory", "sqlite"],
     };
-    println!("records: {records} x {RECORD_BYTES} B, acks=all, idempotent, lz4, linger 5ms, 3 partitions");
+    println!(
+        "records: {records} x {RECORD_BYTES} B, acks=all, idempotent, lz4, linger 5ms, 3 partitions, best of {ROUNDS}"
+    );
     for storage in storages {
         let dir = tempfile::tempdir().expect("temp dir");
         let kind = match storage {
@@ -60,40 +64,46 @@ async fn main() {
             .producer_config(&bootstrap)
             .create()
             .expect("raw producer");
-        let raw_rate = measure(records, |i| {
-            let raw = raw.clone();
-            let payload = payload.clone();
-            async move {
-                let key = format!("k{i}");
-                raw.send(
-                    FutureRecord::to("bench.raw").key(&key).payload(&payload),
-                    Duration::MAX,
-                )
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| e.to_string())
-            }
-        })
-        .await;
-
         let ferry = KafkaProducer::new(&kafka, &bootstrap).expect("ferry producer");
-        let ferry_rate = measure(records, |i| {
-            let ferry = ferry.clone();
-            let payload = payload.clone();
-            async move {
-                ferry
-                    .send(OutgoingRecord {
-                        topic: "bench.ferry".into(),
-                        key: Some(format!("k{i}").into_bytes()),
-                        payload: Some(payload),
-                        ..Default::default()
-                    })
+        // Alternate the two, ROUNDS times each, and keep each one's best run, so
+        // neither gains from going second (warm broker, grown files).
+        let (mut raw_rate, mut ferry_rate) = (0f64, 0f64);
+        for _ in 0..ROUNDS {
+            let r = measure(records, |i| {
+                let raw = raw.clone();
+                let payload = payload.clone();
+                async move {
+                    let key = format!("k{i}");
+                    raw.send(
+                        FutureRecord::to("bench.raw").key(&key).payload(&payload),
+                        Duration::MAX,
+                    )
                     .await
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await;
+                    .map_err(|(e, _)| e.to_string())
+                }
+            })
+            .await;
+            raw_rate = raw_rate.max(r);
+            let f = measure(records, |i| {
+                let ferry = ferry.clone();
+                let payload = payload.clone();
+                async move {
+                    ferry
+                        .send(OutgoingRecord {
+                            topic: "bench.ferry".into(),
+                            key: Some(format!("k{i}").into_bytes()),
+                            payload: Some(payload),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await;
+            ferry_rate = ferry_rate.max(f);
+        }
 
         let mb = |r: f64| r * RECORD_BYTES as f64 / 1_048_576.0;
         println!(

@@ -50,19 +50,18 @@ impl AvroCodec {
     /// Encodes `value` as `0x00 | id | datum`. A value that does not match
     /// the schema is refused, naming the field; nothing is coerced.
     pub fn encode(&self, value: &Value) -> Result<Vec<u8>, CodecError> {
-        if !value.validate(&self.schema) {
-            return Err(self.mismatch(value));
-        }
+        // The writer validates while it encodes; the slower field-by-field
+        // walk runs only to explain a refusal.
         let writer = GenericDatumWriter::builder(&self.schema)
-            .validate(false)
             .build()
             .map_err(|e| CodecError::Avro(e.to_string()))?;
         let mut out = Vec::with_capacity(64);
         wire::frame_into(self.id, &mut out);
-        writer
-            .write_value_ref(&mut out, value)
-            .map_err(|e| CodecError::Avro(e.to_string()))?;
-        Ok(out)
+        match writer.write_value_ref(&mut out, value) {
+            Ok(_) => Ok(out),
+            Err(_) if !value.validate(&self.schema) => Err(self.mismatch(value)),
+            Err(e) => Err(CodecError::Avro(e.to_string())),
+        }
     }
 
     /// Decodes a framed payload written with this codec's schema.
