@@ -80,7 +80,7 @@ fn main() {
         "/../schemas/contact.avsc"
     ))
     .expect("schemas/contact.avsc");
-    let codec = AvroCodec::new(Schema::parse_str(&text).expect("schema"), 1);
+    let codec = AvroCodec::new(Schema::parse_str(&text).expect("schema"), 1).expect("resolves");
     let contacts: Vec<Contact> = (0..n).map(contact).collect();
     let values: Vec<Value> = contacts.iter().map(to_avro).collect();
 

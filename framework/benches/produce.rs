@@ -54,6 +54,8 @@ async fn main() {
                     partitions: NonZeroU32::new(3).expect("3"),
                     replication_factor: NonZeroU32::new(1),
                     config: Default::default(),
+                    value_schema: None,
+                    key_schema: None,
                 })
                 .await
                 .expect("topic");

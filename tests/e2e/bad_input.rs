@@ -165,6 +165,59 @@ fn broker_port_in_use() {
 }
 
 #[test]
+fn registry_port_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let sb = Sandbox::new();
+    let mut env = sb.env();
+    env.retain(|(k, _)| *k != "FERRY__SCHEMA_REGISTRY__LISTEN");
+    env.push(("FERRY__SCHEMA_REGISTRY__LISTEN", addr.to_string()));
+    let f = ferry(&["up"], &env);
+    assert_clean_failure(&f, 1, &["schema registry", &addr.to_string(), "in use"]);
+}
+
+#[test]
+fn a_topic_naming_a_missing_or_invalid_schema_file_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("ferry.yaml");
+    std::fs::write(
+        &cfg,
+        "topics:\n  - name: a\n    value_schema: missing.avsc\n",
+    )
+    .expect("write");
+    let f = ferry(&["validate", &cfg.display().to_string()], &[]);
+    assert_clean_failure(
+        &f,
+        2,
+        &["ferry.yaml", "topics[0].value_schema", "missing.avsc"],
+    );
+
+    std::fs::write(
+        dir.path().join("bad.avsc"),
+        r#"{"type": "record", "name": "X"}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        &cfg,
+        format!(
+            "schema_registry:\n  schemas_dir: {}\ntopics:\n  - name: a\n    value_schema: bad.avsc\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write");
+    let f = ferry(&["validate", &cfg.display().to_string()], &[]);
+    assert_clean_failure(
+        &f,
+        2,
+        &[
+            "topics[0].value_schema",
+            "bad.avsc",
+            "not a valid Avro schema",
+        ],
+    );
+}
+
+#[test]
 fn missing_config_file() {
     let f = ferry(&["validate", "does/not/exist.yaml"], &[]);
     assert_clean_failure(&f, 2, &["does/not/exist.yaml", "cannot read"]);
@@ -175,7 +228,9 @@ fn bad_usage_exits_2_and_help_and_version_exit_0() {
     assert_eq!(ferry(&["frobnicate"], &[]).code, Some(2));
     let help = ferry(&["--help"], &[]);
     assert_eq!(help.code, Some(0));
-    for cmd in ["up", "run", "validate", "topics", "tail"] {
+    for cmd in [
+        "up", "run", "validate", "topics", "tail", "produce", "schemas",
+    ] {
         assert!(help.stdout.contains(cmd), "--help lists {cmd}");
     }
     let version = ferry(&["--version"], &[]);

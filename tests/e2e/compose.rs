@@ -119,6 +119,7 @@ fn ferry_environment_maps_onto_real_config_keys() {
     let bootstrap = config
         .kafka
         .bootstrap_servers
+        .clone()
         .expect("bootstrap servers set");
     let advertised = environment(&c["services"]["kafka"])["KAFKA_ADVERTISED_LISTENERS"].clone();
     for server in bootstrap.split(',') {
@@ -134,6 +135,26 @@ fn ferry_environment_maps_onto_real_config_keys() {
         ports.iter().any(|(_, c)| *c == config.admin.listen.port()),
         "{ports:?}"
     );
+    // So does the schema registry, and the schema files it registers are in the image.
+    assert!(config.schema_registry.serves());
+    assert!(config.schema_registry.listen.ip().is_unspecified());
+    assert!(
+        ports
+            .iter()
+            .any(|(_, c)| *c == config.schema_registry.listen.port()),
+        "{ports:?}"
+    );
+    let schemas_dir = config
+        .schema_registry
+        .schemas_dir
+        .strip_prefix("/etc/ferry/")
+        .map(|rest| repo_root().join(rest))
+        .expect("schemas_dir is the image's /etc/ferry/schemas");
+    let mut with_local_dir = config.clone();
+    with_local_dir.schema_registry.schemas_dir = schemas_dir;
+    let bindings = ferry::schema::bindings::topic_bindings(&with_local_dir, "compose")
+        .unwrap_or_else(|e| panic!("schema files the compose config names: {e}"));
+    assert!(!bindings.is_empty());
     assert!(ferry["depends_on"]["kafka"]["condition"].as_str() == Some("service_healthy"));
 }
 
@@ -164,7 +185,7 @@ fn published_ports_agree_with_the_docs() {
             all.push(host);
         }
     }
-    for default in [9092, 8083] {
+    for default in [9092, 8083, 8081] {
         assert!(
             all.contains(&default),
             "compose publishes the default port {default}"

@@ -5,6 +5,7 @@ mod bad_input;
 mod compose;
 mod quickstart;
 mod restart;
+mod schemas;
 
 use ferry_testkit::free_addr;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
     pub broker: SocketAddr,
     pub admin: SocketAddr,
+    pub registry: SocketAddr,
 }
 
 impl Default for Sandbox {
@@ -34,6 +36,7 @@ impl Sandbox {
             dir: tempfile::tempdir().expect("temp dir"),
             broker: free_addr(),
             admin: free_addr(),
+            registry: free_addr(),
         }
     }
 
@@ -47,6 +50,12 @@ impl Sandbox {
             ("FERRY__DATA_DIR", self.data_dir().display().to_string()),
             ("FERRY__EMBEDDED_BROKER__LISTEN", self.broker.to_string()),
             ("FERRY__ADMIN__LISTEN", self.admin.to_string()),
+            ("FERRY__SCHEMA_REGISTRY__LISTEN", self.registry.to_string()),
         ]
+    }
+
+    /// The URL of the registry `ferry up` serves in this sandbox.
+    pub fn registry_url(&self) -> String {
+        format!("http://{}", self.registry)
     }
 }

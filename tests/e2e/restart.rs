@@ -84,3 +84,68 @@ async fn records_survive_a_restart() {
         ferry.stderr()
     );
 }
+
+/// The registry lives in the broker's `_schemas` topic: after a restart every
+/// subject, version and id is what it was, and new ids follow the old ones.
+#[test]
+fn schemas_survive_a_restart() {
+    let sb = Sandbox::new();
+    let run = |args: &[&str]| {
+        let f = FerryProcess::run(
+            &ferry_bin(),
+            args,
+            &repo_root(),
+            &sb.env(),
+            Duration::from_secs(60),
+        );
+        assert_eq!(f.code, Some(0), "{args:?}: {}", f.stderr);
+        f.stdout
+    };
+    let extra = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        extra.path().join("order.avsc"),
+        r#"{"type": "record", "name": "Order", "namespace": "t", "fields": [{"name": "id", "type": "string"}]}"#,
+    )
+    .expect("write");
+    let extra_dir = extra.path().display().to_string();
+
+    let mut ferry = FerryProcess::spawn(&ferry_bin(), &["up"], &repo_root(), &sb.env());
+    ferry.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
+    run(&["schemas", "register", "--dir", &extra_dir]);
+    let before = run(&["schemas", "list"]);
+    assert_eq!(
+        before.lines().count(),
+        3,
+        "two topic schemas and t.Order: {before}"
+    );
+    assert_eq!(
+        ferry.interrupt(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        ferry.stderr()
+    );
+
+    let mut ferry = FerryProcess::spawn(&ferry_bin(), &["up"], &repo_root(), &sb.env());
+    ferry.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
+    assert_eq!(
+        run(&["schemas", "list"]),
+        before,
+        "same subjects, versions and ids"
+    );
+    std::fs::write(
+        extra.path().join("order.avsc"),
+        r#"{"type": "record", "name": "Order", "namespace": "t", "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": "long", "default": 0}]}"#,
+    )
+    .expect("write");
+    let registered = run(&["schemas", "register", "--dir", &extra_dir]);
+    assert!(
+        registered.contains("t.Order\tid 4"),
+        "ids continue after 1-3: {registered}"
+    );
+    assert_eq!(
+        ferry.interrupt(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        ferry.stderr()
+    );
+}

@@ -24,10 +24,26 @@ pub struct Finished {
 impl FerryProcess {
     /// Starts `bin args...` in `cwd` with extra `env`.
     pub fn spawn(bin: &Path, args: &[&str], cwd: &Path, env: &[(&str, String)]) -> Self {
+        Self::spawn_with_stdin(bin, args, cwd, env, None)
+    }
+
+    /// Like [`spawn`](Self::spawn), writing `stdin` to the child's standard
+    /// input and closing it.
+    pub fn spawn_with_stdin(
+        bin: &Path,
+        args: &[&str],
+        cwd: &Path,
+        env: &[(&str, String)],
+        stdin: Option<&str>,
+    ) -> Self {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .current_dir(cwd)
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("RUST_LOG");
@@ -37,6 +53,13 @@ impl FerryProcess {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let text = text.to_owned();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(text.as_bytes());
+            });
+        }
         let stdout = collect(child.stdout.take());
         let stderr = collect(child.stderr.take());
         Self {
@@ -54,7 +77,19 @@ impl FerryProcess {
         env: &[(&str, String)],
         timeout: Duration,
     ) -> Finished {
-        let mut p = Self::spawn(bin, args, cwd, env);
+        Self::run_with_stdin(bin, args, cwd, env, None, timeout)
+    }
+
+    /// [`run`](Self::run) with `stdin` fed to the child.
+    pub fn run_with_stdin(
+        bin: &Path,
+        args: &[&str],
+        cwd: &Path,
+        env: &[(&str, String)],
+        stdin: Option<&str>,
+        timeout: Duration,
+    ) -> Finished {
+        let mut p = Self::spawn_with_stdin(bin, args, cwd, env, stdin);
         let status = p.wait(timeout);
         p.finished(status)
     }

@@ -7,7 +7,8 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
 /// Python packages the interop tests use.
-const PACKAGES: &[&str] = &["confluent-kafka==2.16.1"];
+/// `[avro]` brings the Schema Registry client, AvroSerializer and AvroDeserializer.
+const PACKAGES: &[&str] = &["confluent-kafka[avro]==2.16.1"];
 
 static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static INSTALL: Mutex<()> = Mutex::new(());
@@ -28,7 +29,10 @@ fn provision() -> Result<PathBuf, String> {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
     let have = Command::new(&py)
-        .args(["-c", "import confluent_kafka"])
+        .args([
+            "-c",
+            "import confluent_kafka, fastavro, confluent_kafka.schema_registry.avro",
+        ])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);

@@ -2,6 +2,8 @@
 //! 1 runtime failure. Errors are one line on stderr, never a backtrace.
 
 mod output;
+mod produce;
+mod schemas;
 mod tail;
 mod topics;
 mod up;
@@ -52,8 +54,18 @@ enum Command {
         #[command(subcommand)]
         action: topics::Action,
     },
-    /// Print a topic's records, one JSON object per line.
+    /// Print a topic's records, one JSON object per line (Avro decoded
+    /// through the schema registry).
     Tail(tail::Args),
+    /// Write JSON lines from stdin to a topic, as Avro when the topic has a schema.
+    Produce(produce::Args),
+    /// List, register and check schemas: the contract guard to run in CI.
+    Schemas {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: schemas::Action,
+    },
 }
 
 /// Which Kafka a client command talks to.
@@ -65,6 +77,10 @@ pub(crate) struct Target {
     /// Kafka bootstrap servers; overrides the config.
     #[arg(short = 'b', long, global = true, env = "FERRY_BOOTSTRAP_SERVERS")]
     bootstrap_servers: Option<String>,
+    /// Schema registry URL; overrides the config (default: the registry
+    /// `ferry up` serves, http://127.0.0.1:8081).
+    #[arg(long, global = true, env = "FERRY_SCHEMA_REGISTRY_URL")]
+    registry: Option<String>,
 }
 
 /// A failed command: its message and exit code.
@@ -124,6 +140,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Validate { config } => validate::validate(&config),
         Command::Topics { target, action } => topics::run(&target, action).await,
         Command::Tail(args) => tail::run(args).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Schemas { target, action } => schemas::run(&target, action).await,
     }
 }
 
@@ -132,19 +150,40 @@ impl Target {
     /// else the config's `kafka.bootstrap_servers`, else the embedded
     /// broker's address (a `ferry up` running with that config).
     pub(crate) fn resolve(&self) -> Result<(ferry::config::FerryConfig, String), Failure> {
-        let config = match &self.config {
-            Some(path) => ferry::config::load(path)?,
-            None if std::path::Path::new(QUICKSTART).exists() => {
-                ferry::config::load(std::path::Path::new(QUICKSTART))?
-            }
-            None => ferry::config::FerryConfig::default(),
-        };
-        ferry::telemetry::logging::init(&config.log);
+        let (config, _) = self.load()?;
         let bootstrap = self
             .bootstrap_servers
             .clone()
             .or_else(|| config.kafka.bootstrap_servers.clone())
             .unwrap_or_else(|| config.embedded_broker.listen.to_string());
         Ok((config, bootstrap))
+    }
+
+    /// The config (see [`Target::resolve`]) and the name of its file, for messages.
+    pub(crate) fn load(&self) -> Result<(ferry::config::FerryConfig, String), Failure> {
+        let (config, origin) = match &self.config {
+            Some(path) => (ferry::config::load(path)?, path.display().to_string()),
+            None if std::path::Path::new(QUICKSTART).exists() => (
+                ferry::config::load(std::path::Path::new(QUICKSTART))?,
+                QUICKSTART.to_owned(),
+            ),
+            None => (
+                ferry::config::FerryConfig::default(),
+                "(default config)".to_owned(),
+            ),
+        };
+        ferry::telemetry::logging::init(&config.log);
+        Ok((config, origin))
+    }
+
+    /// A registry client: `--registry`, else the config's.
+    pub(crate) fn registry(
+        &self,
+        config: &ferry::config::FerryConfig,
+    ) -> Result<ferry::schema::registry::RegistryClient, Failure> {
+        config
+            .schema_registry
+            .client(self.registry.as_deref())
+            .map_err(|e| Failure::Config(e.to_string()))
     }
 }

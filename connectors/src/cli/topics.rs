@@ -54,6 +54,8 @@ pub(crate) async fn run(target: &Target, action: Action) -> Result<(), Failure> 
                 partitions,
                 replication_factor,
                 config: entries.into_iter().collect::<BTreeMap<_, _>>(),
+                value_schema: None,
+                key_schema: None,
             };
             let outcome = admin.ensure_topic(&spec).await.map_err(Failure::runtime)?;
             println!("{name}: {outcome:?}");

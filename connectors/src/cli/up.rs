@@ -60,8 +60,26 @@ fn print_banner(running: &Running, config: &ferry::config::FerryConfig) {
         "  Admin API   http://{}  (/health /ready /metrics)",
         e.admin
     );
+    let registry = if e.schema_registry_served {
+        format!(
+            "{}  (served by Ferry, stored in `{}`)",
+            e.schema_registry, config.schema_registry.topic
+        )
+    } else {
+        e.schema_registry.clone()
+    };
+    let _ = writeln!(out, "  Schemas     {registry}");
     if !topics.is_empty() {
         let _ = writeln!(out, "  Topics      {}", topics.join(", "));
+    }
+    for s in &running.schemas {
+        let _ = writeln!(
+            out,
+            "  Schema      {} = schema id {} ({})",
+            s.binding.subject,
+            s.codec.id(),
+            s.binding.file.path.display()
+        );
     }
     let _ = writeln!(out, "Press Ctrl-C to stop.");
     let _ = out.flush();

@@ -1,20 +1,24 @@
-//! `ferry validate CONFIG`: load and check, no I/O beyond reading the file
-//! (and any `${file:...}` secret it names).
+//! `ferry validate CONFIG`: load and check, no network I/O: reads the file,
+//! any `${file:...}` secret it names and the schema files its topics name.
 
 use super::Failure;
 use std::path::Path;
 
 pub(crate) fn validate(path: &Path) -> Result<(), Failure> {
     let config = ferry::config::load(path)?;
+    let origin = path.display().to_string();
+    let bindings = ferry::schema::bindings::topic_bindings(&config, &origin)?;
     let kafka = config.kafka.bootstrap_servers.as_deref().map_or_else(
         || format!("embedded broker on {}", config.embedded_broker.listen),
         str::to_owned,
     );
     println!(
-        "{}: ok (kafka: {kafka}; admin API: {}; {} topic(s))",
+        "{}: ok (kafka: {kafka}; admin API: {}; schema registry: {}; {} topic(s), {} schema(s))",
         path.display(),
         config.admin.listen,
-        config.topics.len()
+        config.schema_registry.client_url(),
+        config.topics.len(),
+        bindings.len()
     );
     Ok(())
 }

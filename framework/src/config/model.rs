@@ -2,6 +2,7 @@
 //! reference documentation (`ferry config-reference` prints it).
 
 use crate::kafka::{EmbeddedBrokerConfig, KafkaConfig};
+use crate::schema::registry::SchemaRegistryConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ pub struct FerryConfig {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The schema registry: Ferry's own (default) or an external one.
+    pub schema_registry: SchemaRegistryConfig,
     /// Topics Ferry creates at startup if they do not exist (Ferry never relies
     /// on broker-side auto-creation).
     pub topics: Vec<TopicSpec>,
@@ -38,6 +41,7 @@ impl Default for FerryConfig {
             embedded_broker: EmbeddedBrokerConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            schema_registry: SchemaRegistryConfig::default(),
             topics: Vec::new(),
         }
     }
@@ -48,6 +52,7 @@ impl FerryConfig {
     /// `origin` names the file the config came from, for error messages.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         self.kafka.validate(origin)?;
+        self.schema_registry.validate(origin)?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, topic) in self.topics.iter().enumerate() {
             let key = format!("topics[{i}].name");
@@ -60,17 +65,21 @@ impl FerryConfig {
                 ));
             }
         }
-        if self.kafka.bootstrap_servers.is_none()
-            && self.embedded_broker.listen == self.admin.listen
-        {
-            return Err(ConfigError::invalid(
-                origin,
-                "admin.listen",
-                format!(
-                    "{} is also the embedded broker's address",
-                    self.admin.listen
-                ),
-            ));
+        let mut listeners = vec![("admin.listen", self.admin.listen)];
+        if self.kafka.bootstrap_servers.is_none() {
+            listeners.push(("embedded_broker.listen", self.embedded_broker.listen));
+        }
+        if self.schema_registry.serves() {
+            listeners.push(("schema_registry.listen", self.schema_registry.listen));
+        }
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| a == addr) {
+                return Err(ConfigError::invalid(
+                    origin,
+                    *key,
+                    format!("{addr} is also `{other}`"),
+                ));
+            }
         }
         Ok(())
     }
@@ -159,6 +168,14 @@ pub struct TopicSpec {
     /// Topic-level configs, e.g. `cleanup.policy: compact`, `retention.ms: "604800000"`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// The Avro schema of record values: a `.avsc` file in
+    /// `schema_registry.schemas_dir`, registered at startup under the
+    /// topic's value subject.
+    #[serde(default)]
+    pub value_schema: Option<PathBuf>,
+    /// The Avro schema of record keys, if keys are Avro (unset: keys are plain strings).
+    #[serde(default)]
+    pub key_schema: Option<PathBuf>,
 }
 
 fn default_partitions() -> NonZeroU32 {

@@ -33,4 +33,4 @@ pub use context::FerryClientContext;
 pub use dev_broker::{BrokerStorage, DevBroker};
 pub use error::{DevBrokerError, KafkaLayerError, ProduceError};
 pub use health::KafkaHealth;
-pub use producer::{KafkaProducer, OutgoingRecord};
+pub use producer::{Delivered, KafkaProducer, OutgoingRecord};

@@ -1,17 +1,24 @@
 //! A Ferry process: start everything in a fixed order, run, drain in reverse.
 //!
-//! Start order: admin listener bound (a port in use fails before anything
-//! else starts), Kafka (embedded broker if allowed and no bootstrap servers are
-//! configured), Kafka reachable, topics created, producer, admin API served.
-//! Stop order: admin API, producer flushed, embedded broker last, so every
-//! client has flushed and committed before the broker goes away.
+//! Start order: admin and registry listeners bound (a port in use fails before
+//! anything else starts), Kafka (embedded broker if allowed and no bootstrap
+//! servers are configured), Kafka reachable, topics created, schema registry
+//! replayed and served (unless an external one is configured), topic schemas
+//! registered, producer, admin API served.
+//! Stop order: HTTP listeners, producer flushed, registry log reader, embedded
+//! broker last, so every client has flushed before the broker goes away.
 
 use crate::admin::{self, AdminBindError, AdminState};
 use crate::config::FerryConfig;
 use crate::kafka::{KafkaAdmin, KafkaHealth, KafkaLayerError, KafkaProducer};
 use crate::runtime::Shutdown;
+use crate::schema::bindings::{topic_bindings, Binding};
+use crate::schema::registry::log::LogError;
+use crate::schema::registry::{self, Codecs, CodecsError, Registry};
+use crate::schema::AvroCodec;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -37,12 +44,38 @@ pub enum StartError {
     Broker(#[from] crate::kafka::DevBrokerError),
     #[error(transparent)]
     Kafka(#[from] KafkaLayerError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("schema registry: cannot listen on {addr}: {source}")]
+    RegistryBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("schema registry: {0}")]
+    RegistryLog(#[from] LogError),
+    #[error("schema registry: {0}")]
+    RegistryClient(#[from] registry::ClientError),
+    /// A topic's schema was refused (incompatible with the registered one, say).
+    #[error("{origin}: topic `{topic}`: schema {} under subject `{subject}`: {source}", file.display())]
+    Schema {
+        origin: String,
+        topic: String,
+        subject: String,
+        file: PathBuf,
+        #[source]
+        source: CodecsError,
+    },
 }
 
 impl StartError {
     /// A configuration mistake (exit code 2) rather than a runtime failure (1).
     pub fn is_config_error(&self) -> bool {
-        matches!(self, Self::NoBootstrap { .. })
+        match self {
+            Self::NoBootstrap { .. } | Self::Config(_) => true,
+            Self::Schema { source, .. } => !source.is_retryable(),
+            _ => false,
+        }
     }
 }
 
@@ -56,6 +89,17 @@ pub struct Endpoints {
     /// The embedded broker's data file, when it keeps one.
     pub broker_data: Option<PathBuf>,
     pub admin: SocketAddr,
+    /// The schema registry clients use.
+    pub schema_registry: String,
+    /// Whether that is the registry this process serves.
+    pub schema_registry_served: bool,
+}
+
+/// A topic's schema as registered at startup.
+#[derive(Debug, Clone)]
+pub struct RegisteredSchema {
+    pub binding: Binding,
+    pub codec: AvroCodec,
 }
 
 /// A started process. Call [`Running::shutdown`] to drain it.
@@ -63,8 +107,13 @@ pub struct Running {
     pub endpoints: Endpoints,
     pub producer: KafkaProducer,
     pub admin_client: KafkaAdmin,
+    /// Codecs through the registry (Ferry's own or the configured one).
+    pub codecs: Codecs,
+    /// The schemas topics declare, registered.
+    pub schemas: Vec<RegisteredSchema>,
     shutdown: Shutdown,
     admin_task: JoinHandle<()>,
+    registry_task: Option<JoinHandle<()>>,
     #[cfg(feature = "embedded-broker")]
     broker: Option<crate::kafka::DevBroker>,
 }
@@ -79,6 +128,17 @@ impl Running {
         let metrics = crate::telemetry::metrics::install();
         let admin_listener = admin::bind(config.admin.listen).await?;
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.listen);
+        let bindings = topic_bindings(config, origin)?;
+        let registry_listener = if config.schema_registry.serves() {
+            let addr = config.schema_registry.listen;
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::RegistryBind { addr, source })?,
+            )
+        } else {
+            None
+        };
 
         #[cfg(feature = "embedded-broker")]
         let mut broker = None;
@@ -126,22 +186,48 @@ impl Running {
             health.wait_ready(config.kafka.request_timeout).await?;
             let admin_client = KafkaAdmin::new(&config.kafka, &bootstrap)?;
             admin_client.ensure_topics(&config.topics).await?;
+            let registry = match registry_listener {
+                Some(_) => Some(Arc::new(
+                    Registry::open(
+                        &config.kafka,
+                        &bootstrap,
+                        &config.schema_registry.settings(),
+                    )
+                    .await?,
+                )),
+                None => None,
+            };
             let producer = KafkaProducer::new(&config.kafka, &bootstrap)?;
-            Ok::<_, KafkaLayerError>((health, admin_client, producer))
+            Ok::<_, StartError>((health, admin_client, registry, producer))
         }
         .await;
-        let (health, admin_client, producer) = match started {
+        let (health, admin_client, registry, producer) = match started {
             Ok(parts) => parts,
             Err(e) => {
                 #[cfg(feature = "embedded-broker")]
                 if let Some(b) = broker {
                     b.stop().await;
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
 
         let shutdown = Shutdown::new();
+        let registry_task = match (registry, registry_listener) {
+            (Some(registry), Some(listener)) => {
+                let router = registry::server::router(registry);
+                let stop = shutdown.clone();
+                Some(tokio::spawn(async move {
+                    let served = axum::serve(listener, router)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "schema registry stopped");
+                    }
+                }))
+            }
+            _ => None,
+        };
         let router = admin::router(AdminState {
             kafka: health,
             metrics,
@@ -156,22 +242,61 @@ impl Running {
             }
         });
 
-        Ok(Self {
+        let mut running = Self {
             endpoints: Endpoints {
                 kafka: bootstrap,
                 embedded_broker,
                 broker_data,
                 admin: admin_addr,
+                schema_registry: config.schema_registry.client_url(),
+                schema_registry_served: registry_task.is_some(),
             },
             producer,
             admin_client,
+            codecs: Codecs::new(config.schema_registry.client(None)?),
+            schemas: Vec::new(),
             shutdown,
             admin_task,
+            registry_task,
             #[cfg(feature = "embedded-broker")]
             broker,
-        })
+        };
+        for binding in bindings {
+            match running
+                .codecs
+                .register(&binding.subject, &binding.file.text)
+                .await
+            {
+                Ok(codec) => {
+                    tracing::info!(topic = %binding.topic, subject = %binding.subject, id = codec.id(), "topic schema registered");
+                    running.schemas.push(RegisteredSchema { binding, codec });
+                }
+                Err(source) => {
+                    let error = StartError::Schema {
+                        origin: origin.to_owned(),
+                        topic: binding.topic.clone(),
+                        subject: binding.subject.clone(),
+                        file: binding.file.path.clone(),
+                        source,
+                    };
+                    let _ = running.shutdown(Duration::from_secs(5)).await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(running)
     }
 
+    /// The registered schema of `topic`'s key or value, if it declares one.
+    pub fn schema_of(&self, topic: &str, part: crate::schema::Part) -> Option<&AvroCodec> {
+        self.schemas
+            .iter()
+            .find(|s| s.binding.topic == topic && s.binding.part == part)
+            .map(|s| &s.codec)
+    }
+}
+
+impl Running {
     /// The token connectors' tasks watch.
     pub fn shutdown_token(&self) -> Shutdown {
         self.shutdown.clone()
@@ -182,10 +307,14 @@ impl Running {
     pub async fn shutdown(self, flush_within: Duration) -> Result<(), KafkaLayerError> {
         self.shutdown.cancel();
         let _ = self.admin_task.await;
+        if let Some(t) = self.registry_task {
+            let _ = t.await;
+        }
         let flushed = self.producer.flush(flush_within).await;
         // Every client goes before the broker does, so none of them sees it vanish.
         drop(self.producer);
         drop(self.admin_client);
+        drop(self.codecs);
         #[cfg(feature = "embedded-broker")]
         if let Some(b) = self.broker {
             b.stop().await;

@@ -6,6 +6,7 @@ use apache_avro::schema::RecordSchema;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
+use std::sync::Arc;
 
 /// Why a record could not be encoded or decoded. None is retryable: the same
 /// bytes and schema give the same answer.
@@ -26,21 +27,59 @@ pub enum CodecError {
     Avro(String),
 }
 
+/// The schema with its names resolved once: apache-avro's writer and reader
+/// borrow the schema, and resolving names for every record cost three
+/// quarters of the encode time (BENCHMARKS.md). `self_cell` keeps the
+/// borrowers beside the schema they borrow, without `unsafe` in Ferry.
+struct Resolved<'s> {
+    writer: GenericDatumWriter<'s>,
+    reader: GenericDatumReader<'s>,
+}
+
+self_cell::self_cell!(
+    struct Compiled {
+        owner: Schema,
+        #[not_covariant]
+        dependent: Resolved,
+    }
+);
+
 /// An Avro schema with its registry id: encodes values to framed payloads and
-/// decodes framed payloads written with it.
-#[derive(Debug, Clone)]
+/// decodes framed payloads written with it. Cheap to clone.
+#[derive(Clone)]
 pub struct AvroCodec {
-    schema: Schema,
+    compiled: Arc<Compiled>,
     id: u32,
 }
 
+impl std::fmt::Debug for AvroCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AvroCodec")
+            .field("id", &self.id)
+            .field("schema", &self.schema().name().map(|n| n.fullname(None)))
+            .finish()
+    }
+}
+
 impl AvroCodec {
-    pub fn new(schema: Schema, id: u32) -> Self {
-        Self { schema, id }
+    /// Resolves `schema`'s names once. Fails only for a schema that refers
+    /// to a type it does not define.
+    pub fn new(schema: Schema, id: u32) -> Result<Self, CodecError> {
+        let compiled = Compiled::try_new(schema, |s| {
+            Ok::<_, apache_avro::Error>(Resolved {
+                writer: GenericDatumWriter::builder(s).build()?,
+                reader: GenericDatumReader::builder(s).build()?,
+            })
+        })
+        .map_err(|e| CodecError::Avro(e.to_string()))?;
+        Ok(Self {
+            compiled: Arc::new(compiled),
+            id,
+        })
     }
 
     pub fn schema(&self) -> &Schema {
-        &self.schema
+        self.compiled.borrow_owner()
     }
 
     pub fn id(&self) -> u32 {
@@ -50,16 +89,16 @@ impl AvroCodec {
     /// Encodes `value` as `0x00 | id | datum`. A value that does not match
     /// the schema is refused, naming the field; nothing is coerced.
     pub fn encode(&self, value: &Value) -> Result<Vec<u8>, CodecError> {
-        // The writer validates while it encodes; the slower field-by-field
-        // walk runs only to explain a refusal.
-        let writer = GenericDatumWriter::builder(&self.schema)
-            .build()
-            .map_err(|e| CodecError::Avro(e.to_string()))?;
         let mut out = Vec::with_capacity(64);
         wire::frame_into(self.id, &mut out);
-        match writer.write_value_ref(&mut out, value) {
+        // The writer validates while it encodes; the slower field-by-field
+        // walk runs only to explain a refusal.
+        let written = self
+            .compiled
+            .with_dependent(|_, r| r.writer.write_value_ref(&mut out, value));
+        match written {
             Ok(_) => Ok(out),
-            Err(_) if !value.validate(&self.schema) => Err(self.mismatch(value)),
+            Err(_) if !value.validate(self.schema()) => Err(self.mismatch(value)),
             Err(e) => Err(CodecError::Avro(e.to_string())),
         }
     }
@@ -73,20 +112,17 @@ impl AvroCodec {
                 found: id,
             });
         }
-        let reader = GenericDatumReader::builder(&self.schema)
-            .build()
-            .map_err(|e| CodecError::Avro(e.to_string()))?;
-        reader
-            .read_value(&mut datum)
+        self.compiled
+            .with_dependent(|_, r| r.reader.read_value(&mut datum))
             .map_err(|e| CodecError::Avro(e.to_string()))
     }
 
     fn mismatch(&self, value: &Value) -> CodecError {
         let schema = self
-            .schema
+            .schema()
             .name()
             .map_or_else(|| "(unnamed)".to_owned(), |n| n.fullname(None));
-        let (field, reason) = match (&self.schema, value) {
+        let (field, reason) = match (self.schema(), value) {
             (Schema::Record(RecordSchema { fields, .. }), Value::Record(values)) => fields
                 .iter()
                 .find_map(|f| match values.iter().find(|(name, _)| name == &f.name) {
@@ -139,7 +175,7 @@ mod tests {
     fn contact_codec() -> AvroCodec {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/contact.avsc");
         let text = std::fs::read_to_string(path).expect("contact.avsc");
-        AvroCodec::new(Schema::parse_str(&text).expect("parses"), 7)
+        AvroCodec::new(Schema::parse_str(&text).expect("parses"), 7).expect("resolves")
     }
 
     fn contact(email: Value) -> Value {

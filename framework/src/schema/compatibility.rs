@@ -29,9 +29,30 @@ pub enum CompatibilityLevel {
     None,
 }
 
+impl CompatibilityLevel {
+    /// Confluent's name for the level, e.g. `BACKWARD_TRANSITIVE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Backward => "BACKWARD",
+            Self::BackwardTransitive => "BACKWARD_TRANSITIVE",
+            Self::Forward => "FORWARD",
+            Self::ForwardTransitive => "FORWARD_TRANSITIVE",
+            Self::Full => "FULL",
+            Self::FullTransitive => "FULL_TRANSITIVE",
+            Self::None => "NONE",
+        }
+    }
+}
+
+impl std::fmt::Display for CompatibilityLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a new schema may not follow the earlier ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{level:?}: {direction} version {version}: {reason}")]
+#[error("{level}: {direction} version {version}: {reason}")]
 pub struct Incompatibility {
     pub level: CompatibilityLevel,
     /// The earlier version (1-based, in the order given) that conflicts.
@@ -80,14 +101,66 @@ impl CompatibilityLevel {
     }
 }
 
-/// Whether data written with `writer` can always be read with `reader`.
+/// Whether data written with `writer` can always be read with `reader`; if
+/// not, which field is at fault and why.
 fn readable(writer: &Schema, reader: &Schema) -> Result<(), String> {
-    match SchemaCompatibility::can_read(writer, reader) {
-        Ok(Compatibility::Full) => Ok(()),
+    let verdict = match SchemaCompatibility::can_read(writer, reader) {
+        Ok(Compatibility::Full) => return Ok(()),
         Ok(Compatibility::Partial) => {
-            Err("reading may fail: enum symbols or union branches do not fully overlap".to_owned())
+            "reading may fail: enum symbols or union branches do not fully overlap".to_owned()
         }
-        Err(e) => Err(error_chain(&e)),
+        Err(e) => error_chain(&e),
+    };
+    Err(explain(writer, reader, &mut Vec::new()).unwrap_or(verdict))
+}
+
+/// Walks two record schemas side by side to the first field that cannot
+/// always be read, and says why in terms of that field.
+fn explain(writer: &Schema, reader: &Schema, path: &mut Vec<String>) -> Option<String> {
+    match (writer, reader) {
+        (Schema::Record(w), Schema::Record(r)) => {
+            for rf in &r.fields {
+                let wf = w
+                    .fields
+                    .iter()
+                    .find(|f| f.name == rf.name || rf.aliases.contains(&f.name));
+                path.push(rf.name.clone());
+                let why = match wf {
+                    None if rf.default.is_none() => Some(format!(
+                        "field `{}` is missing from the data and has no default",
+                        path.join(".")
+                    )),
+                    None => None,
+                    Some(wf) => explain(&wf.schema, &rf.schema, path),
+                };
+                path.pop();
+                if why.is_some() {
+                    return why;
+                }
+            }
+            None
+        }
+        _ => {
+            let field = if path.is_empty() {
+                "the top-level schema".to_owned()
+            } else {
+                format!("field `{}`", path.join("."))
+            };
+            match SchemaCompatibility::can_read(writer, reader) {
+                Ok(Compatibility::Full) => None,
+                Ok(Compatibility::Partial) => Some(format!(
+                    "{field}: {} cannot always be read as {}",
+                    writer.canonical_form(),
+                    reader.canonical_form()
+                )),
+                Err(e) => Some(format!(
+                    "{field}: {} cannot be read as {}: {}",
+                    writer.canonical_form(),
+                    reader.canonical_form(),
+                    error_chain(&e)
+                )),
+            }
+        }
     }
 }
 
@@ -225,8 +298,34 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_union_names_the_field_and_both_types() {
+        let old = user(r#", {"name": "email", "type": ["null", "string"], "default": null}"#);
+        let new = user(r#", {"name": "email", "type": ["null", "int"], "default": null}"#);
+        let err = L::Backward
+            .check(&new, &[old])
+            .expect_err("refused")
+            .to_string();
+        assert!(err.starts_with("BACKWARD: "), "{err}");
+        assert!(err.contains("field `email`"), "{err}");
+        assert!(
+            err.contains(r#"["null","string"]"#) && err.contains(r#"["null","int"]"#),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn levels_use_confluent_names() {
-        let json = serde_json::to_string(&L::BackwardTransitive).expect("serializes");
-        assert_eq!(json, "\"BACKWARD_TRANSITIVE\"");
+        for level in [
+            L::Backward,
+            L::BackwardTransitive,
+            L::Forward,
+            L::ForwardTransitive,
+            L::Full,
+            L::FullTransitive,
+            L::None,
+        ] {
+            let json = serde_json::to_string(&level).expect("serializes");
+            assert_eq!(json, format!("\"{level}\""));
+        }
     }
 }

@@ -11,6 +11,10 @@ pub const KAFKA_PRODUCED_BYTES_TOTAL: &str = "ferry_kafka_produced_bytes_total";
 pub const KAFKA_PRODUCE_ERRORS_TOTAL: &str = "ferry_kafka_produce_errors_total";
 /// Records received from Kafka.
 pub const KAFKA_CONSUMED_RECORDS_TOTAL: &str = "ferry_kafka_consumed_records_total";
+/// `_schemas` records the registry could not read (written by something else, or garbled).
+pub const SCHEMA_LOG_SKIPPED_RECORDS_TOTAL: &str = "ferry_schema_log_skipped_records_total";
+/// Schema registry HTTP requests answered, by `status` class (2xx, 4xx, 5xx).
+pub const SCHEMA_REGISTRY_REQUESTS_TOTAL: &str = "ferry_schema_registry_requests_total";
 /// Always 1; labels carry the version.
 pub const BUILD_INFO: &str = "ferry_build_info";
 /// 1 while the last readiness probe reached Kafka, else 0.

@@ -25,6 +25,8 @@ fn topic(name: &str, partitions: u32) -> TopicSpec {
         partitions: NonZeroU32::new(partitions).expect("non-zero"),
         replication_factor: NonZeroU32::new(1),
         config: BTreeMap::new(),
+        value_schema: None,
+        key_schema: None,
     }
 }
 

@@ -1,0 +1,6 @@
+//! Framework tests against real components: the embedded broker (tansu, on a
+//! free port) and, for the registry, real HTTP between client and server.
+//! One test binary for the crate (built once); a module per area.
+
+mod kafka_layer;
+mod registry;
