@@ -9,10 +9,14 @@
 
 pub mod admin;
 pub mod config;
+pub mod error;
 pub mod kafka;
 pub mod prelude;
+pub mod resilience;
 pub mod runtime;
 pub mod schema;
+pub mod sink;
+pub mod source;
 pub mod telemetry;
 
 /// The version of Ferry, as built.

@@ -1,5 +1,8 @@
 //! What a connector author imports: `use ferry::prelude::*;`.
 
-pub use crate::config::{FerryConfig, Secret};
-pub use crate::kafka::{KafkaConsumer, KafkaProducer, OutgoingRecord, ProduceError};
+pub use crate::config::Secret;
+pub use crate::error::{ConnectorError, Domain, Retry};
 pub use crate::runtime::Shutdown;
+pub use crate::sink::{Sink, SinkContext, SinkFailure, SinkRecord};
+pub use crate::source::{Durable, Poll, Position, Positions, Source, SourceContext, SourceRecord};
+pub use apache_avro::types::Value as AvroValue;

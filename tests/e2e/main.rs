@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod compose;
+mod pipeline;
 mod quickstart;
 mod restart;
 mod schemas;
@@ -22,6 +23,7 @@ pub struct Sandbox {
     pub broker: SocketAddr,
     pub admin: SocketAddr,
     pub registry: SocketAddr,
+    pub demo: SocketAddr,
 }
 
 impl Default for Sandbox {
@@ -37,6 +39,7 @@ impl Sandbox {
             broker: free_addr(),
             admin: free_addr(),
             registry: free_addr(),
+            demo: free_addr(),
         }
     }
 
@@ -51,6 +54,7 @@ impl Sandbox {
             ("FERRY__EMBEDDED_BROKER__LISTEN", self.broker.to_string()),
             ("FERRY__ADMIN__LISTEN", self.admin.to_string()),
             ("FERRY__SCHEMA_REGISTRY__LISTEN", self.registry.to_string()),
+            ("FERRY_DEMO_ADDR", self.demo.to_string()),
         ]
     }
 

@@ -411,3 +411,84 @@ fn produce_refuses_bad_lines_and_writes_the_rest() {
         ferry_up.stderr()
     );
 }
+
+/// With `schema_registry.url` set, Ferry serves no registry and registers
+/// its topics' schemas in the one it is given, through the same client; a
+/// schema that registry refuses stops startup, naming subject, file and field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_registry_is_used_and_its_verdict_respected() {
+    let broker = ferry_testkit::TestBroker::start().await;
+    let external = ferry_testkit::TestRegistry::start(&broker.bootstrap).await;
+    let client = external.client();
+    let sb = Sandbox::new();
+    let mut env = sb.env();
+    env.push(("FERRY__KAFKA__BOOTSTRAP_SERVERS", broker.bootstrap.clone()));
+    env.push(("FERRY__SCHEMA_REGISTRY__URL", external.url.clone()));
+    let args = ["run", "examples/quickstart.yaml"];
+
+    // Another team registered contacts with `email` as an int: Ferry's
+    // contact.avsc cannot read that data (BACKWARD), so Ferry does not start.
+    let theirs = email_becomes_int(
+        &std::fs::read_to_string(repo_root().join("schemas/contact.avsc")).expect("read"),
+    );
+    client
+        .register("ferry.quickstart.contacts-value", &theirs)
+        .await
+        .expect("their schema");
+    let f = FerryProcess::run(
+        &ferry_bin(),
+        &args,
+        &repo_root(),
+        &env,
+        Duration::from_secs(90),
+    );
+    assert_eq!(f.code, Some(2), "refused at startup: {}", f.stderr);
+    for needle in [
+        "ferry.quickstart.contacts-value",
+        "contact.avsc",
+        "409",
+        "BACKWARD",
+        "email",
+    ] {
+        assert!(f.stderr.contains(needle), "names {needle}: {}", f.stderr);
+    }
+
+    // Once their subject is (soft-)deleted, Ferry registers its own.
+    client
+        .delete_subject("ferry.quickstart.contacts-value")
+        .await
+        .expect("delete");
+    let mut ferry = FerryProcess::spawn(&ferry_bin(), &args, &repo_root(), &env);
+    ferry.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
+    let banner = ferry.stdout();
+    assert!(
+        banner.contains(&external.url) && !banner.contains("served by Ferry"),
+        "{banner}"
+    );
+    assert!(
+        std::net::TcpStream::connect(sb.registry).is_err(),
+        "Ferry serves no registry of its own"
+    );
+    assert_eq!(
+        client.subjects().await.expect("subjects"),
+        vec![
+            "ferry.quickstart.contacts-value",
+            "ferry.quickstart.crm-contacts-value",
+            "ferry.quickstart.events-value"
+        ]
+    );
+    let latest = client
+        .latest("ferry.quickstart.contacts-value")
+        .await
+        .expect("latest")
+        .expect("registered");
+    assert_eq!(latest.version, 2, "versions continue after the deleted one");
+    assert_eq!(
+        ferry.interrupt(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        ferry.stderr()
+    );
+    external.stop().await;
+    broker.stop().await;
+}

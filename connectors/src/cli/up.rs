@@ -13,18 +13,29 @@ const FLUSH_WITHIN: Duration = Duration::from_secs(30);
 pub(crate) async fn up(path: &Path, mode: BrokerMode) -> Result<(), Failure> {
     let mut signals = Signals::install()
         .map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
-    let config = ferry::config::load(path)?;
+    let mut config = ferry::config::load(path)?;
     ferry::telemetry::logging::init(&config.log);
     let origin = path.display().to_string();
+    let planned = crate::registry::plan_all(&mut config, &origin)?;
+    let demo = match &config.demo {
+        Some(d) => Some(crate::demo::DemoApi::start(d.listen).await.map_err(|e| {
+            Failure::Runtime(format!("demo API: cannot listen on {}: {e}", d.listen))
+        })?),
+        None => None,
+    };
 
-    let running = tokio::select! {
+    let mut running = tokio::select! {
         started = Running::start(&config, &origin, mode) => started.map_err(start_failure)?,
         signal = signals.recv() => {
             tracing::info!(signal, "stopped during startup");
             return Ok(());
         }
     };
-    print_banner(&running, &config);
+    if let Err(e) = running.start_connectors(planned).await {
+        let _ = running.shutdown(FLUSH_WITHIN).await;
+        return Err(start_failure(e));
+    }
+    print_banner(&running, &config, demo.as_ref());
 
     let signal = signals.recv().await;
     tracing::info!(signal, "shutting down");
@@ -32,6 +43,9 @@ pub(crate) async fn up(path: &Path, mode: BrokerMode) -> Result<(), Failure> {
         .shutdown(FLUSH_WITHIN)
         .await
         .map_err(|e| Failure::runtime(format!("shutdown: {e}")))?;
+    if let Some(d) = demo {
+        d.stop().await;
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -44,7 +58,11 @@ fn start_failure(e: StartError) -> Failure {
     }
 }
 
-fn print_banner(running: &Running, config: &ferry::config::FerryConfig) {
+fn print_banner(
+    running: &Running,
+    config: &ferry::config::FerryConfig,
+    demo: Option<&crate::demo::DemoApi>,
+) {
     let e = &running.endpoints;
     let kafka = match (&e.embedded_broker, &e.broker_data) {
         (true, Some(data)) => format!("{} (embedded broker, data in {})", e.kafka, data.display()),
@@ -79,6 +97,16 @@ fn print_banner(running: &Running, config: &ferry::config::FerryConfig) {
             s.binding.subject,
             s.codec.id(),
             s.binding.file.path.display()
+        );
+    }
+    for c in &config.connectors {
+        let _ = writeln!(out, "  Connector   {} ({})", c.name, c.kind);
+    }
+    if let Some(d) = demo {
+        let _ = writeln!(
+            out,
+            "  Demo API    http://{}  (a fake CRM at /contacts, a fake target at /target)",
+            d.addr()
         );
     }
     let _ = writeln!(out, "Press Ctrl-C to stop.");

@@ -5,20 +5,22 @@ use super::Failure;
 use std::path::Path;
 
 pub(crate) fn validate(path: &Path) -> Result<(), Failure> {
-    let config = ferry::config::load(path)?;
+    let mut config = ferry::config::load(path)?;
     let origin = path.display().to_string();
+    let planned = crate::registry::plan_all(&mut config, &origin)?;
     let bindings = ferry::schema::bindings::topic_bindings(&config, &origin)?;
     let kafka = config.kafka.bootstrap_servers.as_deref().map_or_else(
         || format!("embedded broker on {}", config.embedded_broker.listen),
         str::to_owned,
     );
     println!(
-        "{}: ok (kafka: {kafka}; admin API: {}; schema registry: {}; {} topic(s), {} schema(s))",
+        "{}: ok (kafka: {kafka}; admin API: {}; schema registry: {}; {} topic(s), {} schema(s), {} connector(s))",
         path.display(),
         config.admin.listen,
         config.schema_registry.client_url(),
         config.topics.len(),
-        bindings.len()
+        bindings.len(),
+        planned.len()
     );
     Ok(())
 }

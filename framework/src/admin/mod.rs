@@ -1,6 +1,6 @@
 //! The admin HTTP listener (default 127.0.0.1:8083): `/health` (the process
-//! is alive), `/ready` (Kafka is reachable) and `/metrics` (Prometheus text).
-//! Later endpoints (connector status, registry) hang off [`router`].
+//! is alive), `/ready` (Kafka is reachable), `/metrics` (Prometheus text)
+//! and `/connectors` (each connector's state, restarts and last error).
 
 use crate::kafka::KafkaHealth;
 use crate::telemetry::metrics as m;
@@ -28,6 +28,7 @@ pub struct AdminBindError {
 pub struct AdminState {
     pub kafka: KafkaHealth,
     pub metrics: PrometheusHandle,
+    pub connectors: crate::runtime::Statuses,
 }
 
 /// Binds the listener. Done before anything else starts, so a port in use
@@ -44,6 +45,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/connectors", get(connectors))
         .with_state(state)
 }
 
@@ -80,4 +82,8 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+async fn connectors(State(state): State<AdminState>) -> impl IntoResponse {
+    Json(state.connectors.snapshot())
 }

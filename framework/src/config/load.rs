@@ -29,6 +29,11 @@ pub fn load_with_env(
         source,
     })?;
     let origin = path.display().to_string();
+    let text =
+        super::interpolate::interpolate(&text, env).map_err(|message| ConfigError::Syntax {
+            path: path.to_owned(),
+            message,
+        })?;
     let overrides: config::Map<String, String> = env
         .iter()
         .filter(|(k, _)| is_override(k))

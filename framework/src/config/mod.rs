@@ -7,11 +7,15 @@
 //! run anywhere. Everything that connects happens later, in the runtime.
 
 mod error;
+mod interpolate;
 mod load;
 mod model;
 mod secret;
 
 pub use error::ConfigError;
 pub use load::{load, load_with_env, ENV_PREFIX, ENV_SEPARATOR};
-pub use model::{validate_topic_name, AdminConfig, FerryConfig, LogConfig, LogFormat, TopicSpec};
+pub use model::{
+    validate_topic_name, AdminConfig, DemoConfig, FerryConfig, LogConfig, LogFormat, OffsetsConfig,
+    TopicSpec,
+};
 pub use secret::Secret;

@@ -2,6 +2,7 @@
 //! reference documentation (`ferry config-reference` prints it).
 
 use crate::kafka::{EmbeddedBrokerConfig, KafkaConfig};
+use crate::runtime::ConnectorSpec;
 use crate::schema::registry::SchemaRegistryConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -31,6 +32,37 @@ pub struct FerryConfig {
     /// Topics Ferry creates at startup if they do not exist (Ferry never relies
     /// on broker-side auto-creation).
     pub topics: Vec<TopicSpec>,
+    /// Where source connectors' positions are kept.
+    pub offsets: OffsetsConfig,
+    /// Source and sink connectors, each with a `name` and a `type`.
+    pub connectors: Vec<ConnectorSpec>,
+    /// `ferry up` also serves a small demo API (a fake CRM and a fake target)
+    /// for the quickstart's connectors. Unset: no demo API.
+    pub demo: Option<DemoConfig>,
+}
+
+/// The quickstart's demo API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+}
+
+/// Where source positions live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffsetsConfig {
+    /// The compacted topic holding source positions.
+    pub topic: String,
+}
+
+impl Default for OffsetsConfig {
+    fn default() -> Self {
+        Self {
+            topic: "ferry-offsets".to_owned(),
+        }
+    }
 }
 
 impl Default for FerryConfig {
@@ -43,6 +75,9 @@ impl Default for FerryConfig {
             log: LogConfig::default(),
             schema_registry: SchemaRegistryConfig::default(),
             topics: Vec::new(),
+            offsets: OffsetsConfig::default(),
+            connectors: Vec::new(),
+            demo: None,
         }
     }
 }
@@ -65,12 +100,39 @@ impl FerryConfig {
                 ));
             }
         }
+        validate_topic_name(&self.offsets.topic)
+            .map_err(|m| ConfigError::invalid(origin, "offsets.topic", m))?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.connectors.iter().enumerate() {
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+            {
+                return Err(ConfigError::invalid(
+                    origin,
+                    format!("connectors[{i}].name"),
+                    format!("`{}`: use letters, digits, `.`, `_` and `-`", c.name),
+                ));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    origin,
+                    format!("connectors[{i}].name"),
+                    format!("connector `{}` is declared twice", c.name),
+                ));
+            }
+        }
         let mut listeners = vec![("admin.listen", self.admin.listen)];
         if self.kafka.bootstrap_servers.is_none() {
             listeners.push(("embedded_broker.listen", self.embedded_broker.listen));
         }
         if self.schema_registry.serves() {
             listeners.push(("schema_registry.listen", self.schema_registry.listen));
+        }
+        if let Some(d) = &self.demo {
+            listeners.push(("demo.listen", d.listen));
         }
         for (i, (key, addr)) in listeners.iter().enumerate() {
             if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| a == addr) {

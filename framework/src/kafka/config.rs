@@ -102,6 +102,16 @@ pub struct ConsumerSettings {
     /// How often processed offsets are committed (`auto.commit.interval.ms`).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// This process's stable identity (a pod name, a host name). Set, each
+    /// consumer group member is *static* (`group.instance.id` =
+    /// `<instance_id>-<group>`): a restarted Ferry takes its partitions back
+    /// at once instead of waiting out `session_timeout`. Each Ferry process
+    /// of a deployment needs its own.
+    pub instance_id: Option<String>,
+    /// Most pre-fetched data librdkafka queues per consumer, in KiB
+    /// (`queued.max.messages.kbytes`): with the sinks' in-flight bounds, what
+    /// caps memory while a target is slow.
+    pub prefetch_kbytes: NonZeroU32,
 }
 
 impl Default for ConsumerSettings {
@@ -111,6 +121,8 @@ impl Default for ConsumerSettings {
             auto_offset_reset: AutoOffsetReset::Earliest,
             session_timeout: Duration::from_secs(45),
             commit_interval: Duration::from_secs(5),
+            instance_id: None,
+            prefetch_kbytes: nz(8192),
         }
     }
 }
@@ -250,6 +262,11 @@ const OWNED_OPTIONS: &[(&str, &str)] = &[
         "use `kafka.consumer.auto_offset_reset`",
     ),
     ("session.timeout.ms", "use `kafka.consumer.session_timeout`"),
+    ("group.instance.id", "use `kafka.consumer.instance_id`"),
+    (
+        "queued.max.messages.kbytes",
+        "use `kafka.consumer.prefetch_kbytes`",
+    ),
     (
         "auto.commit.interval.ms",
         "use `kafka.consumer.commit_interval`",
@@ -394,11 +411,21 @@ impl KafkaConfig {
     pub fn consumer_config(&self, bootstrap_servers: &str, group_id: &str) -> ClientConfig {
         let s = &self.consumer;
         let mut c = self.client_config(bootstrap_servers);
+        if let Some(instance) = &s.instance_id {
+            c.set("group.instance.id", format!("{instance}-{group_id}"));
+        }
         c.set("group.id", group_id)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", ms(s.commit_interval).to_string())
             .set("session.timeout.ms", ms(s.session_timeout).to_string())
+            .set("queued.max.messages.kbytes", s.prefetch_kbytes.to_string())
+            .set(
+                "fetch.max.bytes",
+                (u64::from(s.prefetch_kbytes.get()) * 1024)
+                    .clamp(1_000_000, 52_428_800)
+                    .to_string(),
+            )
             .set(
                 "auto.offset.reset",
                 match s.auto_offset_reset {

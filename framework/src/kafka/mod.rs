@@ -13,6 +13,7 @@
 //! - [`DevBroker`] (feature `embedded-broker`): tansu, in-process, for `ferry up`.
 
 mod admin;
+pub mod compacted;
 mod config;
 mod consumer;
 mod context;

@@ -1,8 +1,21 @@
-//! The runtime: the process lifecycle ([`process`]) and shutdown
-//! ([`shutdown`]). Connectors' workers, offsets and backpressure join here.
+//! The runtime: the process lifecycle ([`process`]), shutdown
+//! ([`shutdown`]), and connectors: how config declares them
+//! ([`connectors`]), how each runs ([`source_task`], [`sink_task`]), where
+//! source positions live ([`offsets`]), and how failed tasks restart
+//! ([`supervisor`]).
 
+pub mod connectors;
+pub mod headers;
+pub mod offsets;
 pub mod process;
 pub mod shutdown;
+pub mod sink_task;
+pub mod source_task;
+pub mod supervisor;
 
+pub use connectors::{ConnectorSpec, Planned, SinkFactory, SourceFactory};
 pub use process::{BrokerMode, Endpoints, Running, StartError};
 pub use shutdown::{Shutdown, Signals};
+pub use sink_task::SinkSettings;
+pub use source_task::Exit;
+pub use supervisor::{ConnectorStatus, Statuses, TaskState};

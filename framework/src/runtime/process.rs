@@ -10,12 +10,17 @@
 
 use crate::admin::{self, AdminBindError, AdminState};
 use crate::config::FerryConfig;
-use crate::kafka::{KafkaAdmin, KafkaHealth, KafkaLayerError, KafkaProducer};
+use crate::kafka::{KafkaAdmin, KafkaConfig, KafkaHealth, KafkaLayerError, KafkaProducer};
+use crate::runtime::connectors::Planned;
+use crate::runtime::offsets::{OffsetStore, OffsetsError};
+use crate::runtime::source_task::SourceTarget;
+use crate::runtime::supervisor::{supervise, Statuses};
 use crate::runtime::Shutdown;
 use crate::schema::bindings::{topic_bindings, Binding};
 use crate::schema::registry::log::LogError;
 use crate::schema::registry::{self, Codecs, CodecsError, Registry};
 use crate::schema::AvroCodec;
+use crate::schema::Part;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +61,11 @@ pub enum StartError {
     RegistryLog(#[from] LogError),
     #[error("schema registry: {0}")]
     RegistryClient(#[from] registry::ClientError),
+    #[error(transparent)]
+    Offsets(#[from] OffsetsError),
+    /// A source's topic has no registered value schema.
+    #[error("connector `{connector}`: topic `{topic}` has no value schema registered")]
+    NoSchema { connector: String, topic: String },
     /// A topic's schema was refused (incompatible with the registered one, say).
     #[error("{origin}: topic `{topic}`: schema {} under subject `{subject}`: {source}", file.display())]
     Schema {
@@ -100,6 +110,8 @@ pub struct Endpoints {
 pub struct RegisteredSchema {
     pub binding: Binding,
     pub codec: AvroCodec,
+    /// The subject version that holds it.
+    pub version: u32,
 }
 
 /// A started process. Call [`Running::shutdown`] to drain it.
@@ -111,6 +123,12 @@ pub struct Running {
     pub codecs: Codecs,
     /// The schemas topics declare, registered.
     pub schemas: Vec<RegisteredSchema>,
+    /// Every connector's state.
+    pub statuses: Statuses,
+    kafka: KafkaConfig,
+    offsets_topic: String,
+    offsets: Option<OffsetStore>,
+    connector_tasks: Vec<JoinHandle<()>>,
     shutdown: Shutdown,
     admin_task: JoinHandle<()>,
     registry_task: Option<JoinHandle<()>>,
@@ -228,9 +246,11 @@ impl Running {
             }
             _ => None,
         };
+        let statuses = Statuses::default();
         let router = admin::router(AdminState {
             kafka: health,
             metrics,
+            connectors: statuses.clone(),
         });
         let stop = shutdown.clone();
         let admin_task = tokio::spawn(async move {
@@ -255,6 +275,11 @@ impl Running {
             admin_client,
             codecs: Codecs::new(config.schema_registry.client(None)?),
             schemas: Vec::new(),
+            statuses,
+            kafka: config.kafka.clone(),
+            offsets_topic: config.offsets.topic.clone(),
+            offsets: None,
+            connector_tasks: Vec::new(),
             shutdown,
             admin_task,
             registry_task,
@@ -262,14 +287,27 @@ impl Running {
             broker,
         };
         for binding in bindings {
-            match running
-                .codecs
-                .register(&binding.subject, &binding.file.text)
-                .await
-            {
-                Ok(codec) => {
-                    tracing::info!(topic = %binding.topic, subject = %binding.subject, id = codec.id(), "topic schema registered");
-                    running.schemas.push(RegisteredSchema { binding, codec });
+            let registered = async {
+                let codec = running
+                    .codecs
+                    .register(&binding.subject, &binding.file.text)
+                    .await?;
+                let version = running
+                    .codecs
+                    .client()
+                    .lookup(&binding.subject, &binding.file.text)
+                    .await?
+                    .map_or(0, |v| v.version);
+                Ok::<_, CodecsError>((codec, version))
+            };
+            match registered.await {
+                Ok((codec, version)) => {
+                    tracing::info!(topic = %binding.topic, subject = %binding.subject, id = codec.id(), version, "topic schema registered");
+                    running.schemas.push(RegisteredSchema {
+                        binding,
+                        codec,
+                        version,
+                    });
                 }
                 Err(source) => {
                     let error = StartError::Schema {
@@ -288,11 +326,122 @@ impl Running {
     }
 
     /// The registered schema of `topic`'s key or value, if it declares one.
-    pub fn schema_of(&self, topic: &str, part: crate::schema::Part) -> Option<&AvroCodec> {
+    pub fn schema_of(&self, topic: &str, part: Part) -> Option<&RegisteredSchema> {
         self.schemas
             .iter()
             .find(|s| s.binding.topic == topic && s.binding.part == part)
-            .map(|s| &s.codec)
+    }
+
+    /// Starts each connector as a supervised task. A source's topic must be
+    /// among the config's topics with a `value_schema` (see `ferry up`,
+    /// which adds connectors' topics before starting).
+    pub async fn start_connectors(
+        &mut self,
+        planned: Vec<(String, Planned)>,
+    ) -> Result<(), StartError> {
+        for (name, plan) in planned {
+            match plan {
+                Planned::Source { topic, make } => {
+                    let schema = self.schema_of(&topic.name, Part::Value).ok_or_else(|| {
+                        StartError::NoSchema {
+                            connector: name.clone(),
+                            topic: topic.name.clone(),
+                        }
+                    })?;
+                    let target = SourceTarget {
+                        topic: topic.name.clone(),
+                        codec: schema.codec.clone(),
+                        subject: schema.binding.subject.clone(),
+                        version: schema.version,
+                    };
+                    let offsets = match &self.offsets {
+                        Some(o) => o.clone(),
+                        None => {
+                            let o = OffsetStore::open(
+                                &self.kafka,
+                                &self.endpoints.kafka,
+                                &self.offsets_topic,
+                                self.producer.clone(),
+                            )
+                            .await?;
+                            self.offsets = Some(o.clone());
+                            o
+                        }
+                    };
+                    let producer = self.producer.clone();
+                    let shutdown = self.shutdown.clone();
+                    let task_name = name.clone();
+                    let task = supervise(
+                        name,
+                        "source",
+                        self.statuses.clone(),
+                        self.shutdown.clone(),
+                        move |_handle| {
+                            let (make, target, producer, offsets, shutdown, name) = (
+                                Arc::clone(&make),
+                                target.clone(),
+                                producer.clone(),
+                                offsets.clone(),
+                                shutdown.clone(),
+                                task_name.clone(),
+                            );
+                            async move {
+                                let source = make()?;
+                                super::source_task::run(
+                                    &name, source, &target, &producer, &offsets, &shutdown,
+                                )
+                                .await
+                            }
+                        },
+                    );
+                    self.connector_tasks.push(task);
+                }
+                Planned::Sink { settings, make } => {
+                    let (kafka, bootstrap, codecs, shutdown) = (
+                        self.kafka.clone(),
+                        self.endpoints.kafka.clone(),
+                        self.codecs.clone(),
+                        self.shutdown.clone(),
+                    );
+                    let task_name = name.clone();
+                    let task = supervise(
+                        name,
+                        "sink",
+                        self.statuses.clone(),
+                        self.shutdown.clone(),
+                        move |handle| {
+                            let (make, settings, kafka, bootstrap, codecs, shutdown, name) = (
+                                Arc::clone(&make),
+                                settings.clone(),
+                                kafka.clone(),
+                                bootstrap.clone(),
+                                codecs.clone(),
+                                shutdown.clone(),
+                                task_name.clone(),
+                            );
+                            async move {
+                                let sink = make()?;
+                                super::sink_task::run(
+                                    &name,
+                                    sink,
+                                    &settings,
+                                    super::sink_task::SinkEnv {
+                                        kafka: &kafka,
+                                        bootstrap: &bootstrap,
+                                        codecs: &codecs,
+                                        shutdown: &shutdown,
+                                        handle: &handle,
+                                    },
+                                )
+                                .await
+                            }
+                        },
+                    );
+                    self.connector_tasks.push(task);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -306,6 +455,17 @@ impl Running {
     /// embedded broker. Returns an error if records could not be flushed.
     pub async fn shutdown(self, flush_within: Duration) -> Result<(), KafkaLayerError> {
         self.shutdown.cancel();
+        // Connectors drain first: sources deliver the batch in hand and store
+        // its positions, sinks finish the batch in the target and commit.
+        let drained = futures::future::join_all(self.connector_tasks);
+        if tokio::time::timeout(flush_within + Duration::from_secs(5), drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "connectors did not stop in time; what they held is delivered again after restart"
+            );
+        }
         let _ = self.admin_task.await;
         if let Some(t) = self.registry_task {
             let _ = t.await;

@@ -15,6 +15,18 @@ pub const KAFKA_CONSUMED_RECORDS_TOTAL: &str = "ferry_kafka_consumed_records_tot
 pub const SCHEMA_LOG_SKIPPED_RECORDS_TOTAL: &str = "ferry_schema_log_skipped_records_total";
 /// Schema registry HTTP requests answered, by `status` class (2xx, 4xx, 5xx).
 pub const SCHEMA_REGISTRY_REQUESTS_TOTAL: &str = "ferry_schema_registry_requests_total";
+/// Records a source connector got into Kafka, by `connector`.
+pub const SOURCE_RECORDS_TOTAL: &str = "ferry_source_records_total";
+/// Source failures, by `connector` and `stage` (receiving, processing, sending).
+pub const SOURCE_ERRORS_TOTAL: &str = "ferry_source_errors_total";
+/// Records a sink connector wrote to its target, by `connector`.
+pub const SINK_RECORDS_TOTAL: &str = "ferry_sink_records_total";
+/// Sink failures, by `connector` and `stage`.
+pub const SINK_ERRORS_TOTAL: &str = "ferry_sink_errors_total";
+/// Records a sink holds in memory (consumed, not yet written), by `connector`.
+pub const SINK_IN_FLIGHT_RECORDS: &str = "ferry_sink_in_flight_records";
+/// Connector task restarts after a failure, by `connector`.
+pub const CONNECTOR_RESTARTS_TOTAL: &str = "ferry_connector_restarts_total";
 /// Always 1; labels carry the version.
 pub const BUILD_INFO: &str = "ferry_build_info";
 /// 1 while the last readiness probe reached Kafka, else 0.

@@ -99,7 +99,11 @@ impl SchemaLog {
                 format!("ferry-schema-registry-{}", uuid::Uuid::new_v4()),
             )
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // A writer waits for its own record to come back through the
+            // reader: keep that wait short (the topic is tiny, so the extra
+            // idle fetches cost little).
+            .set("fetch.wait.max.ms", "100");
         let reader: StreamConsumer<FerryClientContext> = client
             .create_with_context(FerryClientContext::default())
             .map_err(|e| err(KafkaLayerError::ClientConfig(e)))?;

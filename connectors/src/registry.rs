@@ -1,0 +1,99 @@
+//! The one table of connectors: `type:` name to factory (Arroyo's
+//! `connectors()` map). Adding a connector is a module and a line here.
+
+use ferry::config::{ConfigError, FerryConfig, TopicSpec};
+use ferry::runtime::{ConnectorSpec, Planned};
+use serde::de::DeserializeOwned;
+
+/// What a factory is given.
+pub struct Context<'a> {
+    pub spec: &'a ConnectorSpec,
+    /// `connectors[i]`, for error messages.
+    pub key: String,
+    pub origin: &'a str,
+}
+
+impl Context<'_> {
+    /// An error about `field` of this connector.
+    pub fn invalid(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::invalid(self.origin, format!("{}.{field}", self.key), message)
+    }
+}
+
+type Factory = fn(&Context<'_>) -> Result<Planned, ConfigError>;
+
+/// Every built-in connector type.
+pub const CONNECTORS: &[(&str, Factory)] = &[
+    ("http_poll", crate::sources::http_poll::plan),
+    ("http", crate::sinks::http::plan),
+];
+
+/// Parses a connector's own settings into its typed config, naming the key
+/// at fault.
+pub fn parse_settings<T: DeserializeOwned>(ctx: &Context<'_>) -> Result<T, ConfigError> {
+    let value = serde_json::Value::Object(ctx.spec.settings.clone());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::invalid(
+            ctx.origin,
+            if field.is_empty() {
+                ctx.key.clone()
+            } else {
+                format!("{}.{field}", ctx.key)
+            },
+            e.into_inner().to_string(),
+        )
+    })
+}
+
+/// Plans every connector in `config` (no I/O), and adds the topics sources
+/// write to (with their schemas) to `config.topics` unless declared there.
+pub fn plan_all(
+    config: &mut FerryConfig,
+    origin: &str,
+) -> Result<Vec<(String, Planned)>, ConfigError> {
+    let mut planned = Vec::new();
+    for (i, spec) in config.connectors.iter().enumerate() {
+        let ctx = Context {
+            spec,
+            key: format!("connectors[{i}]"),
+            origin,
+        };
+        let factory = CONNECTORS
+            .iter()
+            .find(|(name, _)| *name == spec.kind)
+            .map(|(_, f)| f)
+            .ok_or_else(|| {
+                let known: Vec<&str> = CONNECTORS.iter().map(|(n, _)| *n).collect();
+                ConfigError::invalid(
+                    origin,
+                    format!("connectors[{i}].type"),
+                    format!(
+                        "unknown connector type `{}` (known: {})",
+                        spec.kind,
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        planned.push((spec.name.clone(), factory(&ctx)?));
+    }
+    for (_, plan) in &planned {
+        if let Planned::Source { topic, .. } = plan {
+            add_topic(&mut config.topics, topic);
+        }
+    }
+    Ok(planned)
+}
+
+/// A declared topic wins; if it has no value schema, the source's is used.
+fn add_topic(topics: &mut Vec<TopicSpec>, topic: &TopicSpec) {
+    match topics.iter_mut().find(|t| t.name == topic.name) {
+        Some(t) => {
+            if t.value_schema.is_none() {
+                t.value_schema.clone_from(&topic.value_schema);
+            }
+        }
+        None => topics.push(topic.clone()),
+    }
+}

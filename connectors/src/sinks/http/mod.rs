@@ -1,0 +1,92 @@
+//! `type: http`: consumes a topic and calls a target API per record (or per
+//! batch), with templated method, URL, headers and body, and an
+//! `Idempotency-Key` header so a retried call is not applied twice.
+
+pub mod config;
+pub mod sink;
+pub mod template;
+
+use crate::registry::{parse_settings, Context};
+use config::{Body, HttpSinkConfig};
+use ferry::config::ConfigError;
+use ferry::runtime::{Planned, SinkSettings};
+use ferry::sink::BoxedSink;
+use std::sync::Arc;
+use std::time::Duration;
+use template::Template;
+
+pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
+    let cfg: HttpSinkConfig = parse_settings(ctx)?;
+    ferry::config::validate_topic_name(&cfg.topic).map_err(|m| ctx.invalid("topic", m))?;
+    let url = Template::parse(&cfg.url).map_err(|m| ctx.invalid("url", m))?;
+    let probe = url.render(
+        &ferry::sink::SinkRecord {
+            topic: cfg.topic.clone(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: Some("k".into()),
+            value: serde_json::Value::Null,
+            raw: None,
+            headers: Vec::new(),
+            correlation_id: String::new(),
+        },
+        true,
+    );
+    if url::Url::parse(&probe).is_err() {
+        return Err(ctx.invalid("url", format!("`{}` does not make a URL", cfg.url)));
+    }
+    if cfg.batch.is_some() && url.is_per_record() {
+        return Err(ctx.invalid(
+            "url",
+            "with `batch`, one request carries many records: the URL may use only `{{ topic }}`",
+        ));
+    }
+    if cfg
+        .method
+        .to_uppercase()
+        .parse::<reqwest::Method>()
+        .is_err()
+        || !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&cfg.method.to_uppercase().as_str())
+    {
+        return Err(ctx.invalid(
+            "method",
+            format!("`{}`: use GET, POST, PUT, PATCH or DELETE", cfg.method),
+        ));
+    }
+    for (k, v) in &cfg.headers {
+        Template::parse(v).map_err(|m| ctx.invalid(&format!("headers.{k}"), m))?;
+    }
+    if let Body::Template(t) = &cfg.body {
+        template::check_body(t).map_err(|m| ctx.invalid("body.template", m))?;
+    }
+    if cfg.max_in_flight_records == 0 {
+        return Err(ctx.invalid("max_in_flight_records", "must be at least 1"));
+    }
+    let (batch_max_records, batch_max_bytes, batch_max_wait) = match &cfg.batch {
+        Some(b) => (b.max_records.max(1), b.max_bytes.max(1), b.max_wait),
+        None => (
+            cfg.max_in_flight_records.clamp(1, 100),
+            1 << 20,
+            Duration::ZERO,
+        ),
+    };
+    let settings = SinkSettings {
+        topics: vec![cfg.topic.clone()],
+        group_id: cfg
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("ferry-sink-{}", ctx.spec.name)),
+        batch_max_records,
+        batch_max_bytes,
+        batch_max_wait,
+        max_in_flight_records: cfg.max_in_flight_records.max(batch_max_records),
+        max_in_flight_bytes: cfg.max_in_flight_bytes,
+        drain_within: cfg.timeout + Duration::from_secs(5),
+    };
+    let name = ctx.spec.name.clone();
+    Ok(Planned::Sink {
+        settings,
+        make: Arc::new(move || Ok(BoxedSink::new(sink::HttpSink::new(&name, cfg.clone())?))),
+    })
+}

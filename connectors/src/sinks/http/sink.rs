@@ -1,0 +1,154 @@
+//! Writes records to an HTTP API: one request per record, or one per batch
+//! (a JSON array). 2xx is success; anything else is a failure carrying the
+//! status, retryable for 408, 429 and 5xx. Retries, backoff and (later)
+//! dead-lettering are the runtime's: the sink only reports.
+
+use super::config::{Body, HttpSinkConfig, IdempotencyKey};
+use super::template::{render_body, Template};
+use crate::http::auth::Authenticator;
+use crate::http::{status_error, transport_error};
+use ferry::error::ConnectorError;
+use ferry::sink::{Sink, SinkFailure, SinkRecord};
+use serde_json::Value as Json;
+
+pub struct HttpSink {
+    name: String,
+    cfg: HttpSinkConfig,
+    method: reqwest::Method,
+    url: Template,
+    headers: Vec<(String, Template)>,
+    client: reqwest::Client,
+    auth: Authenticator,
+}
+
+impl HttpSink {
+    /// Builds from a validated config (templates already checked).
+    pub fn new(name: &str, cfg: HttpSinkConfig) -> Result<Self, ConnectorError> {
+        let method = cfg
+            .method
+            .to_uppercase()
+            .parse::<reqwest::Method>()
+            .map_err(|e| ConnectorError::user(format!("method `{}`: {e}", cfg.method)))?;
+        let url = Template::parse(&cfg.url).map_err(ConnectorError::user)?;
+        let headers = cfg
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Template::parse(v)?)))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(ConnectorError::user)?;
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| ConnectorError::internal(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            name: name.to_owned(),
+            auth: Authenticator::new(cfg.auth.clone()),
+            method,
+            url,
+            headers,
+            client,
+            cfg,
+        })
+    }
+
+    fn body(&self, r: &SinkRecord) -> Json {
+        match &self.cfg.body {
+            Body::Value => r.value.clone(),
+            Body::Payload => match r.value.get("payload") {
+                Some(Json::String(text)) => {
+                    serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.clone()))
+                }
+                Some(other) => other.clone(),
+                None => r.value.clone(),
+            },
+            Body::Template(t) => render_body(t, r),
+        }
+    }
+
+    fn idempotency_key(&self, records: &[SinkRecord]) -> Option<String> {
+        let (first, last) = (records.first()?, records.last()?);
+        match &self.cfg.idempotency_key {
+            IdempotencyKey::None => None,
+            IdempotencyKey::Offset if records.len() == 1 => Some(format!(
+                "{}-{}-{}",
+                first.topic, first.partition, first.offset
+            )),
+            IdempotencyKey::Offset => Some(format!(
+                "{}-{}-{}-{}",
+                first.topic, first.partition, first.offset, last.offset
+            )),
+            IdempotencyKey::Field(ptr) => {
+                let keys: Vec<String> = records
+                    .iter()
+                    .filter_map(|r| r.value.pointer(ptr))
+                    .map(|v| match v {
+                        Json::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                (!keys.is_empty()).then(|| keys.join(","))
+            }
+        }
+    }
+
+    /// One request for `records` (one record, or a batch as an array).
+    async fn send(&mut self, records: &[SinkRecord], body: Json) -> Result<(), ConnectorError> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        let url = self.url.render(first, true);
+        for attempt in 0..2 {
+            let mut req = self
+                .client
+                .request(self.method.clone(), &url)
+                .header("x-correlation-id", first.correlation_id.as_str());
+            if self.method != reqwest::Method::GET && self.method != reqwest::Method::DELETE {
+                req = req.json(&body);
+            }
+            for (k, t) in &self.headers {
+                req = req.header(k.as_str(), t.render(first, false));
+            }
+            if let Some(key) = self.idempotency_key(records) {
+                req = req.header("idempotency-key", key);
+            }
+            let req = self.auth.apply(&self.client, req).await?;
+            let what = format!("connector `{}`: {}", self.name, self.method);
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| transport_error(&what, &url, &e))?;
+            let status = resp.status().as_u16();
+            if (200..300).contains(&status) {
+                return Ok(());
+            }
+            if status == 401 && attempt == 0 && self.cfg.auth.is_some() {
+                self.auth.invalidate();
+                continue;
+            }
+            let text = resp.text().await.unwrap_or_default();
+            return Err(status_error(&what, &url, status, &text));
+        }
+        Err(ConnectorError::user(format!(
+            "{url}: HTTP 401 twice: the credentials are refused"
+        )))
+    }
+}
+
+impl Sink for HttpSink {
+    async fn write(&mut self, batch: &[SinkRecord]) -> Result<(), SinkFailure> {
+        if self.cfg.batch.is_some() {
+            let body = Json::Array(batch.iter().map(|r| self.body(r)).collect());
+            return self
+                .send(batch, body)
+                .await
+                .map_err(SinkFailure::none_written);
+        }
+        for (i, r) in batch.iter().enumerate() {
+            let body = self.body(r);
+            self.send(std::slice::from_ref(r), body)
+                .await
+                .map_err(|error| SinkFailure { written: i, error })?;
+        }
+        Ok(())
+    }
+}

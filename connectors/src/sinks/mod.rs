@@ -1,0 +1,3 @@
+//! Built-in sink connectors.
+
+pub mod http;

@@ -1,0 +1,3 @@
+//! Built-in source connectors.
+
+pub mod http_poll;

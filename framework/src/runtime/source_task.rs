@@ -1,0 +1,185 @@
+//! Runs one source: poll, encode, produce, then store positions.
+//!
+//! The position of a source partition is stored only after every record of
+//! that partition up to it is acknowledged by Kafka (`acks=all`), so after a
+//! crash the source resumes at or before the first record Kafka may not
+//! have: nothing is lost; records between the last stored position and the
+//! crash are produced again (the duplicate window is one poll batch).
+
+use super::headers;
+use super::offsets::OffsetStore;
+use super::Shutdown;
+use crate::error::ConnectorError;
+use crate::kafka::{KafkaProducer, OutgoingRecord};
+use crate::schema::AvroCodec;
+use crate::source::{BoxedSource, Poll, Position, SourceContext, SourceRecord};
+use crate::telemetry::metrics as m;
+use std::collections::BTreeMap;
+
+/// Where a source's records go.
+#[derive(Clone)]
+pub struct SourceTarget {
+    pub topic: String,
+    pub codec: AvroCodec,
+    pub subject: String,
+    pub version: u32,
+}
+
+/// How a source task ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Ferry is stopping.
+    Stopped,
+    /// The source said it is done (a batch transfer finished).
+    Completed,
+}
+
+pub(crate) async fn run(
+    name: &str,
+    mut source: BoxedSource,
+    target: &SourceTarget,
+    producer: &KafkaProducer,
+    offsets: &OffsetStore,
+    shutdown: &Shutdown,
+) -> Result<Exit, ConnectorError> {
+    let ctx = SourceContext {
+        name: name.to_owned(),
+        shutdown: shutdown.clone(),
+    };
+    let resume = offsets
+        .load(name)
+        .await
+        .map_err(|e| ConnectorError::external(e.to_string()))?;
+    tracing::info!(
+        connector = name,
+        partitions = resume.len(),
+        "source resuming"
+    );
+    source.0.open(&ctx, resume).await?;
+    loop {
+        let polled = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Exit::Stopped),
+            p = source.0.poll(&ctx) => p?,
+        };
+        match polled {
+            Poll::Done => return Ok(Exit::Completed),
+            Poll::Idle(wait) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(Exit::Stopped),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Poll::Records(records) if records.is_empty() => {}
+            // A returned batch is delivered even during shutdown: it is the drain.
+            Poll::Records(records) => {
+                let durable = deliver(name, records, target, producer).await?;
+                for (partition, position) in durable {
+                    offsets
+                        .store(name, &partition, &position)
+                        .await
+                        .map_err(|e| ConnectorError::external(e.to_string()))?;
+                    source.0.durable(&partition, &position).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Encodes and produces a batch; returns, per source partition, the last
+/// position whose records (and all before them) Kafka acknowledged.
+async fn deliver(
+    name: &str,
+    records: Vec<SourceRecord>,
+    target: &SourceTarget,
+    producer: &KafkaProducer,
+) -> Result<BTreeMap<String, Position>, ConnectorError> {
+    let mut sends = Vec::with_capacity(records.len());
+    let mut meta = Vec::with_capacity(records.len());
+    let mut refused = None;
+    for (i, mut r) in records.into_iter().enumerate() {
+        let payload = match target.codec.encode(&r.value) {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!(
+                    "connector `{name}`: record {i} of the batch (partition `{}`, key {:?}) does not fit `{}`: {e}",
+                    r.partition, r.key, target.subject
+                );
+                if let Some(ack) = r.ack.take() {
+                    let _ = ack.send(Err(why.clone()));
+                }
+                refused = Some(why);
+                break;
+            }
+        };
+        let mut hs = vec![
+            (
+                headers::CORRELATION_ID.to_owned(),
+                r.correlation_id.clone().into_bytes(),
+            ),
+            (
+                headers::SOURCE_CONNECTOR.to_owned(),
+                name.as_bytes().to_vec(),
+            ),
+            (
+                headers::SCHEMA_SUBJECT.to_owned(),
+                target.subject.clone().into_bytes(),
+            ),
+            (
+                headers::SCHEMA_VERSION.to_owned(),
+                target.version.to_string().into_bytes(),
+            ),
+            (
+                headers::CONTENT_TYPE.to_owned(),
+                r.content_type.clone().into_bytes(),
+            ),
+        ];
+        hs.append(&mut r.headers);
+        sends.push(producer.send(OutgoingRecord {
+            topic: target.topic.clone(),
+            key: r.key.take().map(String::into_bytes),
+            payload: Some(payload),
+            headers: hs,
+            partition: None,
+        }));
+        meta.push((r.partition, r.position, r.ack));
+    }
+    // Records before a refused one still go out, and their positions count.
+    let results = futures::future::join_all(sends).await;
+    let mut durable = BTreeMap::new();
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    let mut written = 0u64;
+    for ((partition, position, ack), result) in meta.into_iter().zip(results) {
+        match result {
+            Ok(_) => {
+                written += 1;
+                if let Some(ack) = ack {
+                    let _ = ack.send(Ok(()));
+                }
+                if !failed.contains_key(&partition) {
+                    durable.insert(partition, position);
+                }
+            }
+            Err(e) => {
+                metrics::counter!(m::SOURCE_ERRORS_TOTAL, "connector" => name.to_owned(), "stage" => "sending").increment(1);
+                if let Some(ack) = ack {
+                    let _ = ack.send(Err(e.to_string()));
+                }
+                failed.entry(partition).or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    metrics::counter!(m::SOURCE_RECORDS_TOTAL, "connector" => name.to_owned()).increment(written);
+    if let Some((partition, why)) = failed.into_iter().next() {
+        // No position is stored after a failed write: the task restarts
+        // from the last stored one, so the failed record is produced again.
+        return Err(ConnectorError::external(format!(
+            "connector `{name}`: writing to `{}` failed (source partition `{partition}`): {why}",
+            target.topic
+        )));
+    }
+    if let Some(why) = refused {
+        metrics::counter!(m::SOURCE_ERRORS_TOTAL, "connector" => name.to_owned(), "stage" => "processing").increment(1);
+        return Err(ConnectorError::user(why));
+    }
+    Ok(durable)
+}
