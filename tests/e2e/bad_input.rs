@@ -243,3 +243,36 @@ fn quickstart_validates() {
     let f = ferry(&["validate", "examples/quickstart.yaml"], &[]);
     assert_eq!(f.code, Some(0), "{}", f.stderr);
 }
+
+#[test]
+fn connector_config_mistakes_name_the_connector_and_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cases = [
+        ("  - name: a\n    type: nope\n", vec!["connectors[0].type", "nope", "http_poll"]),
+        (
+            "  - name: a\n    type: http_poll\n    url: http://x/y\n    topic: t\n    shoe: 1\n",
+            vec!["connectors[0].shoe", "unknown field"],
+        ),
+        (
+            "  - name: a\n    type: http_poll\n    url: not a url\n    topic: t\n",
+            vec!["connectors[0].url", "not a URL"],
+        ),
+        (
+            "  - name: a\n    type: http\n    topic: t\n    url: http://x/{{ nope }}\n",
+            vec!["connectors[0].url", "unknown placeholder `nope`"],
+        ),
+        (
+            "  - name: a\n    type: http_poll\n    url: http://x/y\n    topic: t\n    interval: soon\n",
+            vec!["connectors[0].interval"],
+        ),
+        (
+            "  - name: a\n    type: http_poll\n    url: http://x/y\n    topic: t\n  - name: a\n    type: http_poll\n    url: http://x/z\n    topic: u\n",
+            vec!["connectors[1].name", "declared twice"],
+        ),
+    ];
+    for (connectors, needles) in cases {
+        let path = write_config(dir.path(), &format!("connectors:\n{connectors}"));
+        let f = ferry(&["validate", &path], &[]);
+        assert_clean_failure(&f, 2, &needles);
+    }
+}

@@ -1,0 +1,192 @@
+//! Connector throughput, beside raw rdkafka on the same broker.
+//!
+//! `cargo bench -p ferry-connectors --bench pipeline` (env: `RECORDS`,
+//! default 50000). On the embedded broker (tansu, memory engine), in one
+//! process: the demo CRM API serves `RECORDS` contacts; the `http_poll`
+//! source writes them to Kafka (pages of 1000); then the `http` sink
+//! delivers them to the demo target (batches of 100 records, one request
+//! per record). Raw rdkafka produce and consume of the same number of
+//! records of the same size give the ratios.
+
+use ferry::kafka::{BrokerStorage, DevBroker};
+use ferry::runtime::{BrokerMode, Running};
+use ferry_connectors::demo::{Demo, DemoApi};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+fn free() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+fn metric(name: &str) -> f64 {
+    ferry::telemetry::metrics::install()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn raw_produce(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> f64 {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("producer");
+    let keys: Vec<String> = (0..n).map(|i| format!("c{i:07}")).collect();
+    let t = Instant::now();
+    let mut pending = Vec::with_capacity(1000);
+    for key in &keys {
+        pending.push(p.send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(60),
+        ));
+        if pending.len() == 1000 {
+            for r in futures::future::join_all(pending.drain(..)).await {
+                r.expect("acked");
+            }
+        }
+    }
+    for r in futures::future::join_all(pending).await {
+        r.expect("acked");
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn raw_consume(bootstrap: &str, topic: &str, n: usize) -> f64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-raw")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let t = Instant::now();
+    let mut got = 0;
+    while got < n {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            got += 1;
+        }
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn config(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    api: SocketAddr,
+    connectors: &str,
+) -> std::path::PathBuf {
+    let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas");
+    let text = format!(
+        "data_dir: {}\nkafka:\n  bootstrap_servers: \"{bootstrap}\"\nadmin:\n  listen: \"{}\"\nschema_registry:\n  listen: \"{}\"\n  schemas_dir: {schemas}\nlog:\n  level: warn\nconnectors:\n{connectors}",
+        dir.display(),
+        free(),
+        free()
+    );
+    let connectors = text.replace("{api}", &api.to_string());
+    let path = dir.join(format!("ferry-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, connectors).expect("config");
+    path
+}
+
+const SOURCE: &str = "  - name: crm\n    type: http_poll\n    url: http://{api}/contacts\n    topic: bench.contacts\n    interval: 1s\n    items: /data\n    key: /id\n    query:\n      limit: 1000\n    pagination:\n      type: cursor\n      from: /next_cursor\n      param: cursor\n    incremental:\n      field: /updated_at\n      param: updated_since\n";
+const SINK: &str = "  - name: target\n    type: http\n    topic: bench.contacts\n    method: PUT\n    url: http://{api}/target/contacts/{{ key }}\n    body: payload\n";
+
+async fn run_until(path: &std::path::Path, done: impl Fn() -> bool) -> Duration {
+    let mut config = ferry::config::load(path).expect("config loads");
+    ferry::telemetry::logging::init(&config.log);
+    let planned = ferry_connectors::registry::plan_all(&mut config, "bench").expect("plans");
+    let mut running = Running::start(&config, "bench", BrokerMode::External)
+        .await
+        .expect("starts");
+    let t = Instant::now();
+    running
+        .start_connectors(planned)
+        .await
+        .expect("connectors start");
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = t.elapsed();
+    running
+        .shutdown(Duration::from_secs(30))
+        .await
+        .expect("stops");
+    took
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::var("RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let dir = tempfile::tempdir().expect("dir");
+    let broker = DevBroker::start(free(), BrokerStorage::Memory)
+        .await
+        .expect("broker");
+    let bootstrap = broker.bootstrap_servers();
+    let admin = ferry::kafka::KafkaAdmin::new(&ferry::kafka::KafkaConfig::default(), &bootstrap)
+        .expect("admin");
+    let spec = ferry::config::TopicSpec {
+        name: "bench.raw".into(),
+        partitions: std::num::NonZeroU32::new(3).expect("3"),
+        replication_factor: None,
+        config: Default::default(),
+        value_schema: None,
+        key_schema: None,
+    };
+    admin.ensure_topic(&spec).await.expect("raw topic");
+
+    let api = DemoApi::serve(free(), Demo::default())
+        .await
+        .expect("demo API");
+    for i in 0..n {
+        api.demo().upsert(&format!("c{i:07}"));
+    }
+    // One envelope as the source writes it is about this big.
+    let value = vec![b'x'; 330];
+
+    let raw_p = raw_produce(&bootstrap, "bench.raw", n, &value).await;
+    let raw_c = tokio::task::spawn_blocking({
+        let b = bootstrap.clone();
+        move || raw_consume(&b, "bench.raw", n)
+    })
+    .await
+    .expect("consume");
+
+    let source_cfg = config(dir.path(), &bootstrap, api.addr(), SOURCE);
+    let source = run_until(&source_cfg, || {
+        metric("ferry_source_records_total") >= n as f64
+    })
+    .await;
+    let source_rate = n as f64 / source.as_secs_f64();
+
+    let sink_cfg = config(dir.path(), &bootstrap, api.addr(), SINK);
+    let demo = api.demo().clone();
+    let sink = run_until(&sink_cfg, || demo.received().len() >= n).await;
+    let sink_rate = n as f64 / sink.as_secs_f64();
+
+    println!("records: {n}");
+    println!("raw rdkafka produce: {raw_p:>9.0} rec/s");
+    println!("raw rdkafka consume: {raw_c:>9.0} rec/s");
+    println!(
+        "http_poll source:    {source_rate:>9.0} rec/s  ({:.2} x raw produce)",
+        source_rate / raw_p
+    );
+    println!(
+        "http sink:           {sink_rate:>9.0} rec/s  ({:.2} x raw consume)",
+        sink_rate / raw_c
+    );
+    api.stop().await;
+    broker.stop().await;
+}
