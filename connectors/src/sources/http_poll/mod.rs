@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod source;
+#[cfg(test)]
+mod tests;
 
 use crate::registry::{parse_settings, Context};
 use config::HttpPollConfig;
