@@ -26,6 +26,11 @@ pub struct HttpPollConfig {
     /// Time between the end of one poll and the start of the next.
     #[serde(default = "five_seconds", with = "humantime_serde")]
     pub interval: Duration,
+    /// A cron schedule instead of `interval`: standard five fields (or six,
+    /// with seconds first), in UTC, e.g. `*/15 * * * *` or `0 2 * * *`
+    /// for a nightly batch transfer.
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// JSON pointer to the array of items in a response (`""`: the body is the array).
     #[serde(default)]
     pub items: String,

@@ -36,6 +36,9 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
             ));
         }
     }
+    if let Some(expr) = &cfg.schedule {
+        source::parse_schedule(expr).map_err(|m| ctx.invalid("schedule", m))?;
+    }
     if cfg.interval.is_zero() {
         return Err(ctx.invalid("interval", "must be more than 0s"));
     }

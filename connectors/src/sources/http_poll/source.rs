@@ -36,6 +36,25 @@ pub struct HttpPollSource {
     /// Hashes of the items sitting exactly on the cursor value: the API
     /// returns them again (`>=`), and they are skipped unless changed.
     boundary: HashSet<u64>,
+    schedule: Option<croner::Cron>,
+    /// With a schedule: when the next cycle may start.
+    next_run: Option<Instant>,
+}
+
+/// Parses a cron expression (5 fields, or 6 with seconds).
+pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
+    croner::Cron::new(expr)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| format!("`{expr}` is not a cron schedule: {e}"))
+}
+
+/// The next time `cron` fires, as an `Instant`.
+fn next_fire(cron: &croner::Cron) -> Option<Instant> {
+    let now = chrono::Utc::now();
+    let next = cron.find_next_occurrence(&now, false).ok()?;
+    let wait = (next - now).to_std().ok()?;
+    Some(Instant::now() + wait)
 }
 
 /// One walk through the pages.
@@ -65,7 +84,13 @@ impl HttpPollSource {
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| ConnectorError::internal(format!("HTTP client: {e}")))?;
+        let schedule = match &cfg.schedule {
+            Some(expr) => Some(parse_schedule(expr).map_err(ConnectorError::user)?),
+            None => None,
+        };
         Ok(Self {
+            schedule,
+            next_run: None,
             name: name.to_owned(),
             auth: Authenticator::new(cfg.auth.clone()),
             cfg,
@@ -313,6 +338,7 @@ impl Source for HttpPollSource {
             .filter(|c| !c.is_null())
             .cloned();
         self.cycle = None;
+        self.next_run = self.schedule.as_ref().and_then(next_fire);
         Ok(())
     }
 
@@ -320,10 +346,15 @@ impl Source for HttpPollSource {
         let mut cycle = match self.cycle.take() {
             Some(c) => c,
             None => {
-                if let Some(end) = self.last_cycle_end {
-                    let due = end + self.cfg.interval;
-                    if Instant::now() < due {
-                        return Ok(Poll::Idle(due - Instant::now()));
+                let due = match (&self.schedule, self.last_cycle_end) {
+                    (Some(_), _) => self.next_run,
+                    (None, Some(end)) => Some(end + self.cfg.interval),
+                    (None, None) => None,
+                };
+                if let Some(due) = due {
+                    let now = Instant::now();
+                    if now < due {
+                        return Ok(Poll::Idle(due - now));
                     }
                 }
                 Cycle {
@@ -347,6 +378,7 @@ impl Source for HttpPollSource {
         let (json, etag, link_next, url) = match page {
             Page::NotModified => {
                 self.last_cycle_end = Some(Instant::now());
+                self.next_run = self.schedule.as_ref().and_then(next_fire);
                 return Ok(Poll::Idle(self.cfg.interval));
             }
             Page::Body {
@@ -429,6 +461,7 @@ impl HttpPollSource {
     /// Ends a cycle: the held records go out, the last carrying the new cursor.
     fn finish(&mut self, mut cycle: Cycle) -> Poll {
         self.last_cycle_end = Some(Instant::now());
+        self.next_run = self.schedule.as_ref().and_then(next_fire);
         if cycle.etag.is_some() {
             self.etag = cycle.etag.take();
         }

@@ -290,3 +290,27 @@ async fn the_incremental_cursor_is_the_position_and_is_sent_back_after_a_restart
     );
     assert_eq!(seen.last().map(String::as_str), Some("20"));
 }
+
+#[tokio::test]
+async fn a_cron_schedule_waits_for_its_time() {
+    let (base, fake) = serve().await;
+    // Midnight on January 1st: not now.
+    let mut s = source(json!({
+        "url": format!("{base}/changes"), "topic": "t", "schedule": "0 0 1 1 *"
+    }));
+    s.open(&ctx(), Positions::new()).await.expect("open");
+    match s.poll(&ctx()).await.expect("poll") {
+        Poll::Idle(wait) => assert!(wait > std::time::Duration::from_secs(60), "{wait:?}"),
+        other => panic!("expected to wait for the schedule, got {other:?}"),
+    }
+    assert!(
+        fake.since_seen.lock().expect("lock").is_empty(),
+        "no request yet"
+    );
+    assert!(super::source::parse_schedule("every tuesday").is_err());
+    assert!(super::source::parse_schedule("*/15 * * * *").is_ok());
+    assert!(
+        super::source::parse_schedule("30 */15 * * * *").is_ok(),
+        "seconds first"
+    );
+}
