@@ -7,6 +7,11 @@
 //! delivers them to the demo target (batches of 100 records, one request
 //! per record). Raw rdkafka produce and consume of the same number of
 //! records of the same size give the ratios.
+//!
+//! Then the memory bound: `BACKLOG` records (default 1,000,000) wait in a
+//! topic while the `ferry` binary (release build, a process of its own) runs
+//! an `http` sink against a target that never answers; its peak resident
+//! memory is sampled from /proc for 30 s after the sink pauses.
 
 use ferry::kafka::{BrokerStorage, DevBroker};
 use ferry::runtime::{BrokerMode, Running};
@@ -187,6 +192,90 @@ async fn main() {
         "http sink:           {sink_rate:>9.0} rec/s  ({:.2} x raw consume)",
         sink_rate / raw_c
     );
+
+    let backlog: usize = std::env::var("BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    if backlog > 0 {
+        let spec = ferry::config::TopicSpec {
+            name: "bench.backlog".into(),
+            ..spec
+        };
+        admin.ensure_topic(&spec).await.expect("backlog topic");
+        let json_value = serde_json::to_vec(&serde_json::json!({
+            "id": "c0000000", "version": 1, "name": "x".repeat(200), "email": "c@example.com"
+        }))
+        .expect("json");
+        raw_produce(&bootstrap, "bench.backlog", backlog, &json_value).await;
+        api.demo().set_stalled(true);
+        let sink = "  - name: stalled\n    type: http\n    topic: bench.backlog\n    method: PUT\n    url: http://{api}/target/contacts/{{ key }}\n    timeout: 600s\n";
+        let cfg = config(dir.path(), &bootstrap, api.addr(), sink);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("run")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ferry starts");
+        let started = Instant::now();
+        let mut peak = 0.0f64;
+        let mut paused_at = None;
+        let mut at_pause = 0.0;
+        while started.elapsed() < Duration::from_secs(120) {
+            let rss = rss_mib(child.id());
+            peak = peak.max(rss);
+            let status = ferry_status(&cfg);
+            if paused_at.is_none() && status.contains("PAUSED") {
+                paused_at = Some(Instant::now());
+                at_pause = rss;
+            }
+            if paused_at.is_some_and(|t| t.elapsed() > Duration::from_secs(30)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let end = rss_mib(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        println!(
+            "stalled sink, {backlog} records waiting: peak RSS {peak:.1} MiB; {at_pause:.1} MiB when the sink paused, {end:.1} MiB 30 s later ({})",
+            if paused_at.is_some() { "sink paused" } else { "sink never paused" }
+        );
+    }
     api.stop().await;
     broker.stop().await;
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// `/connectors` of the ferry running `cfg` (its admin address is in the file).
+fn ferry_status(cfg: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(cfg).unwrap_or_default();
+    let Some(addr) = text
+        .lines()
+        .skip_while(|l| !l.starts_with("admin:"))
+        .find_map(|l| l.trim().strip_prefix("listen: "))
+        .map(|a| a.trim_matches('"').to_owned())
+    else {
+        return String::new();
+    };
+    let Ok(mut s) = std::net::TcpStream::connect(addr.as_str()) else {
+        return String::new();
+    };
+    use std::io::{Read, Write};
+    let _ = write!(s, "GET /connectors HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
 }
