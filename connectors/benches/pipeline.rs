@@ -37,7 +37,8 @@ fn metric(name: &str) -> f64 {
         .sum()
 }
 
-async fn raw_produce(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> f64 {
+/// Produces `n` records, cycling through `values`.
+async fn raw_produce(bootstrap: &str, topic: &str, n: usize, values: &[Vec<u8>]) -> f64 {
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -49,11 +50,15 @@ async fn raw_produce(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> f6
     let keys: Vec<String> = (0..n).map(|i| format!("c{i:07}")).collect();
     let t = Instant::now();
     let mut pending = Vec::with_capacity(1000);
-    for key in &keys {
-        pending.push(p.send(
-            FutureRecord::to(topic).key(key).payload(value),
-            Duration::from_secs(60),
-        ));
+    for (i, key) in keys.iter().enumerate() {
+        pending.push(
+            p.send(
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(&values[i % values.len()]),
+                Duration::from_secs(60),
+            ),
+        );
         if pending.len() == 1000 {
             for r in futures::future::join_all(pending.drain(..)).await {
                 r.expect("acked");
@@ -158,10 +163,13 @@ async fn main() {
     for i in 0..n {
         api.demo().upsert(&format!("c{i:07}"));
     }
-    // One envelope as the source writes it is about this big.
-    let value = vec![b'x'; 330];
+    // As big as an envelope the source writes (about 330 bytes), and about as
+    // compressible as real data: a thousand distinct random payloads, so
+    // lz4 cannot shrink a batch to nothing (which would make every byte
+    // limit on the consumer side count compressed bytes only).
+    let values: Vec<Vec<u8>> = (0..1000).map(|_| random_text(330).into_bytes()).collect();
 
-    let raw_p = raw_produce(&bootstrap, "bench.raw", n, &value).await;
+    let raw_p = raw_produce(&bootstrap, "bench.raw", n, &values).await;
     let raw_c = tokio::task::spawn_blocking({
         let b = bootstrap.clone();
         move || raw_consume(&b, "bench.raw", n)
@@ -203,11 +211,15 @@ async fn main() {
             ..spec
         };
         admin.ensure_topic(&spec).await.expect("backlog topic");
-        let json_value = serde_json::to_vec(&serde_json::json!({
-            "id": "c0000000", "version": 1, "name": "x".repeat(200), "email": "c@example.com"
-        }))
-        .expect("json");
-        raw_produce(&bootstrap, "bench.backlog", backlog, &json_value).await;
+        let json_values: Vec<Vec<u8>> = (0..1000)
+            .map(|i| {
+                serde_json::to_vec(&serde_json::json!({
+                    "id": format!("c{i:07}"), "version": 1, "name": random_text(200), "email": "c@example.com"
+                }))
+                .expect("json")
+            })
+            .collect();
+        raw_produce(&bootstrap, "bench.backlog", backlog, &json_values).await;
         api.demo().set_stalled(true);
         let sink = "  - name: stalled\n    type: http\n    topic: bench.backlog\n    method: PUT\n    url: http://{api}/target/contacts/{{ key }}\n    timeout: 600s\n";
         let cfg = config(dir.path(), &bootstrap, api.addr(), sink);
@@ -245,6 +257,16 @@ async fn main() {
     }
     api.stop().await;
     broker.stop().await;
+}
+
+/// `len` characters of random hex.
+fn random_text(len: usize) -> String {
+    let mut s = String::with_capacity(len + 32);
+    while s.len() < len {
+        s.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(len);
+    s
 }
 
 fn rss_mib(pid: u32) -> f64 {

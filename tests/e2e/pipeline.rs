@@ -22,7 +22,8 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn start(contacts: usize, page: usize, max_in_flight: usize) -> Self {
+    /// `extra`: more `connectors:` entries (YAML, indented two spaces).
+    async fn start(contacts: usize, page: usize, max_in_flight: usize, extra: &str) -> Self {
         let broker = TestBroker::start().await;
         let api = DemoApi::serve(free_addr(), Demo::default())
             .await
@@ -71,7 +72,7 @@ connectors:
     body: payload
     timeout: 5s
     max_in_flight_records: {max_in_flight}
-"#,
+{extra}"#,
             data = dir.path().display(),
             bootstrap = broker.bootstrap,
             registry = free_addr(),
@@ -186,7 +187,9 @@ async fn keep_changing(demo: &Demo, contacts: usize, changes: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_version_the_crm_serves_reaches_the_target_in_order() {
-    let p = Pipeline::start(60, 25, 500).await;
+    // A third connector fails on every attempt: the other two must not notice.
+    let broken = "  - name: broken\n    type: http_poll\n    url: http://127.0.0.1:9/nothing\n    topic: broken.events\n";
+    let p = Pipeline::start(60, 25, 500, broken).await;
     let mut ferry = p.spawn();
     keep_changing(p.demo(), 60, 300).await;
     wait_delivered(p.demo(), Duration::from_secs(90), &ferry, p.admin).await;
@@ -214,12 +217,75 @@ async fn every_version_the_crm_serves_reaches_the_target_in_order() {
         received.len()
     );
 
+    // Every record carries Ferry's headers and decodes through the registry.
+    let cfg = p.config.display().to_string();
+    let tail = FerryProcess::run(
+        &ferry_bin(),
+        &[
+            "tail",
+            TOPIC,
+            "-c",
+            &cfg,
+            "--from-beginning",
+            "--max",
+            "1",
+            "--idle-timeout",
+            "20s",
+        ],
+        &repo_root(),
+        &[],
+        Duration::from_secs(60),
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(tail.stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| {
+            panic!(
+                "tail prints a record ({e}): {} {}",
+                tail.stdout, tail.stderr
+            )
+        });
+    for h in [
+        "ferry-correlation-id",
+        "ferry-source-connector",
+        "ferry-schema-subject",
+        "ferry-schema-version",
+        "content-type",
+    ] {
+        assert!(line["headers"][h].is_string(), "header {h}: {line}");
+    }
+    assert_eq!(line["headers"]["ferry-source-connector"], "crm");
+    assert_eq!(
+        line["headers"]["ferry-schema-subject"],
+        "crm.contacts-value"
+    );
+    assert_eq!(line["value"]["source"], "crm", "{line}");
+    assert_eq!(
+        line["value"]["correlation_id"], line["headers"]["ferry-correlation-id"],
+        "one correlation id in the envelope and the header"
+    );
+
     let (status, body) = ferry_testkit::http_get(p.admin, "/connectors").expect("GET /connectors");
     assert_eq!(status, 200, "{body}");
     let states: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     for c in states.as_array().expect("list") {
-        assert_eq!(c["state"], "RUNNING", "{c}");
-        assert_eq!(c["restarts"], 0, "{c}");
+        if c["name"] == "broken" {
+            assert!(
+                c["state"] == "RESTARTING" || c["state"] == "FAILED" || c["state"] == "RUNNING",
+                "{c}"
+            );
+            assert!(
+                c["restarts"].as_u64() >= Some(1),
+                "restarted with backoff: {c}"
+            );
+            assert!(
+                c["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("127.0.0.1:9")),
+                "{c}"
+            );
+        } else {
+            assert_eq!(c["state"], "RUNNING", "{c}");
+            assert_eq!(c["restarts"], 0, "{c}");
+        }
     }
     assert_eq!(
         ferry.interrupt(Duration::from_secs(60)),
@@ -232,7 +298,7 @@ async fn every_version_the_crm_serves_reaches_the_target_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_ferry_loses_nothing_after_restart() {
-    let p = Pipeline::start(60, 10, 500).await;
+    let p = Pipeline::start(60, 10, 500, "").await;
     let mut ferry = p.spawn();
     keep_changing(p.demo(), 60, 100).await;
     // Kill it mid-run: changes keep coming, deliveries are in flight.
@@ -315,7 +381,7 @@ fn source_records(admin: std::net::SocketAddr) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_target_keeps_memory_bounded_and_gets_everything_later() {
     const CONTACTS: usize = 4_000;
-    let p = Pipeline::start(CONTACTS, 500, 100).await;
+    let p = Pipeline::start(CONTACTS, 500, 100, "").await;
     p.demo().set_stalled(true);
     let mut ferry = p.spawn();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);

@@ -5,6 +5,8 @@
 pub mod config;
 pub mod sink;
 pub mod template;
+#[cfg(test)]
+mod tests;
 
 use crate::registry::{parse_settings, Context};
 use config::{Body, HttpSinkConfig};
