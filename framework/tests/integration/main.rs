@@ -2,5 +2,6 @@
 //! free port) and, for the registry, real HTTP between client and server.
 //! One test binary for the crate (built once); a module per area.
 
+mod connectors;
 mod kafka_layer;
 mod registry;
