@@ -240,6 +240,20 @@ pub struct TopicSpec {
     pub key_schema: Option<PathBuf>,
 }
 
+impl TopicSpec {
+    /// A compacted topic with no schema (Ferry's own state topics).
+    pub fn compacted(name: &str, partitions: NonZeroU32) -> Self {
+        Self {
+            name: name.to_owned(),
+            partitions,
+            replication_factor: None,
+            config: BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())]),
+            value_schema: None,
+            key_schema: None,
+        }
+    }
+}
+
 fn default_partitions() -> NonZeroU32 {
     NonZeroU32::MIN.saturating_add(2)
 }

@@ -8,7 +8,6 @@ use crate::kafka::{
     compacted, KafkaAdmin, KafkaConfig, KafkaLayerError, KafkaProducer, OutgoingRecord,
 };
 use crate::source::{Position, Positions};
-use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -49,14 +48,7 @@ fn key(connector: &str, partition: &str) -> Vec<u8> {
 impl OffsetStore {
     /// The topic: compacted, keyed; partitions spread many connectors.
     pub fn topic_spec(topic: &str) -> TopicSpec {
-        TopicSpec {
-            name: topic.to_owned(),
-            partitions: NonZeroU32::MIN.saturating_add(2),
-            replication_factor: None,
-            config: BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())]),
-            value_schema: None,
-            key_schema: None,
-        }
+        TopicSpec::compacted(topic, NonZeroU32::MIN.saturating_add(2))
     }
 
     /// Creates the topic if needed.

@@ -52,7 +52,8 @@ pub fn from_json(schema: &Schema, json: &Json) -> Result<Value, JsonError> {
     convert(schema, json, &names, "")
 }
 
-fn kind(j: &Json) -> &'static str {
+/// What kind of JSON value `j` is, for error messages (`an object`, `null`).
+pub fn kind(j: &Json) -> &'static str {
     match j {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",

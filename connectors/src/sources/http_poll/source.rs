@@ -15,6 +15,7 @@ use crate::http::auth::Authenticator;
 use crate::http::{status_error, transport_error};
 use ferry::error::ConnectorError;
 use ferry::schema::envelope::{now_millis, EventEnvelope};
+use ferry::schema::json::kind;
 use ferry::source::{Poll, Position, Positions, Source, SourceContext, SourceRecord};
 use serde_json::Value as Json;
 use std::collections::{HashMap, HashSet};
@@ -214,6 +215,7 @@ impl HttpPollSource {
     fn record(
         &self,
         item: &Json,
+        payload: Vec<u8>,
         url: &str,
         position: Position,
     ) -> Result<SourceRecord, ConnectorError> {
@@ -246,7 +248,7 @@ impl HttpPollSource {
             received_at: now_millis(),
             correlation_id: correlation_id.clone(),
             content_type: "application/json".to_owned(),
-            payload: serde_json::to_vec(item).unwrap_or_default(),
+            payload,
             attributes: HashMap::from([("url".to_owned(), url.to_owned())]),
         };
         Ok(
@@ -393,7 +395,7 @@ impl Source for HttpPollSource {
         }
         cycle.pages += 1;
         let items = match json.pointer(&self.cfg.items) {
-            Some(Json::Array(items)) => items.clone(),
+            Some(Json::Array(items)) => items.as_slice(),
             Some(other) => {
                 return Err(ConnectorError::user(format!(
                     "connector `{}`: `items: {}` in the answer from {url} is {}, not an array",
@@ -413,10 +415,12 @@ impl Source for HttpPollSource {
         };
         let start_position = serde_json::json!({ "cursor": cycle.start });
         let mut page_records = Vec::with_capacity(items.len());
-        for item in &items {
+        for item in items {
+            // Serialized once: the envelope's payload and the boundary hash.
+            let payload = serde_json::to_vec(item).unwrap_or_default();
             if let Some(inc) = &self.cfg.incremental {
                 if let Some(v) = item.pointer(&inc.field).filter(|v| !v.is_null()) {
-                    let hash = item_hash(item);
+                    let hash = payload_hash(&payload);
                     if cycle.start.as_ref() == Some(v) && self.boundary.contains(&hash) {
                         // Already delivered last cycle, unchanged.
                         continue;
@@ -430,7 +434,7 @@ impl Source for HttpPollSource {
                     }
                 }
             }
-            page_records.push(self.record(item, &url, start_position.clone())?);
+            page_records.push(self.record(item, payload, &url, start_position.clone())?);
         }
         cycle.next = if cycle.pages >= self.cfg.max_pages {
             tracing::warn!(connector = %self.name, pages = cycle.pages, "max_pages reached; the rest waits for the next poll");
@@ -486,10 +490,10 @@ impl HttpPollSource {
     }
 }
 
-fn item_hash(item: &Json) -> u64 {
+fn payload_hash(payload: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    item.to_string().hash(&mut h);
+    payload.hash(&mut h);
     h.finish()
 }
 
@@ -538,17 +542,6 @@ fn next_link(header: &str) -> Option<String> {
                 .to_owned()
         })
     })
-}
-
-fn kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
-    }
 }
 
 fn excerpt(v: &Json) -> String {

@@ -11,7 +11,6 @@ use crate::kafka::{
 use crate::telemetry::metrics as m;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -55,14 +54,7 @@ pub struct SchemaLog {
 impl SchemaLog {
     /// The topic spec: one partition, compacted, like Confluent's `_schemas`.
     pub fn topic_spec(topic: &str) -> TopicSpec {
-        TopicSpec {
-            name: topic.to_owned(),
-            partitions: NonZeroU32::MIN,
-            replication_factor: None,
-            config: BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())]),
-            value_schema: None,
-            key_schema: None,
-        }
+        TopicSpec::compacted(topic, NonZeroU32::MIN)
     }
 
     /// Creates the topic if needed, starts the reader and replays the log to its end.
