@@ -128,7 +128,7 @@ async fn run_until(path: &std::path::Path, done: impl Fn() -> bool) -> Duration 
     }
     let took = t.elapsed();
     running
-        .shutdown(Duration::from_secs(30))
+        .shutdown()
         .await
         .expect("stops");
     took

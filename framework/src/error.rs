@@ -25,7 +25,7 @@ pub enum Retry {
 }
 
 /// A connector's failure.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnectorError {
     pub domain: Domain,
     pub retry: Retry,

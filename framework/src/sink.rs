@@ -3,13 +3,16 @@
 //! The runtime owns the loop: it consumes the topic, decodes each record
 //! (Avro through the schema registry, else JSON or text), and hands
 //! [`Sink::write`] a batch, in Kafka order per partition. The sink answers
-//! when the batch is safely written, or how far it got and why it stopped
-//! ([`SinkFailure`]). Only then does the runtime store the batch's offsets,
-//! so a record is never committed before the target has it. While a sink is
-//! slow or down the runtime pauses consumption (the consumer keeps polling,
-//! so it stays in its group) and memory stays bounded; what to do with a
-//! failure (retry with backoff now; dead-letter and circuit breaking in the
-//! resilience layer) is the runtime's decision, not the sink's.
+//! when the batch is safely written, or says what became of each record
+//! ([`SinkFailure`]): written, failed in a way that may pass later, failed
+//! for good, or not attempted. Only then does the runtime store offsets, and
+//! only up to the first record of each partition that is not written, so a
+//! record is never committed before the target has it. While a sink is slow
+//! or down the runtime pauses consumption (the consumer keeps polling, so it
+//! stays in its group) and memory stays bounded; what to do with a failure
+//! (retry with backoff, stop the connector on a permanent one; dead-letter
+//! and circuit breaking in the resilience layer) is the runtime's decision,
+//! not the sink's.
 
 use crate::error::ConnectorError;
 use std::future::Future;
@@ -38,19 +41,92 @@ impl SinkRecord {
     pub fn size(&self) -> usize {
         self.raw.as_ref().map_or(0, Vec::len) * 3 + self.key.as_ref().map_or(0, String::len) + 128
     }
+
+    /// `topic/partition@offset`, for messages.
+    pub fn at(&self) -> String {
+        format!("{}/{}@{}", self.topic, self.partition, self.offset)
+    }
 }
 
-/// A batch that was not (entirely) written.
+/// What became of one record of a batch that was not entirely written.
+#[derive(Debug)]
+pub enum RecordOutcome {
+    /// Safely in the target.
+    Written,
+    /// Not written; the error says whether trying again can help.
+    Failed(ConnectorError),
+    /// Not tried (the sink stopped at an earlier record).
+    NotAttempted,
+}
+
+/// A batch that was not (entirely) written: one outcome per record, in the
+/// batch's order.
 #[derive(Debug)]
 pub struct SinkFailure {
-    /// How many records at the start of the batch are safely written.
-    pub written: usize,
-    pub error: ConnectorError,
+    outcomes: Vec<RecordOutcome>,
 }
 
 impl SinkFailure {
-    pub fn none_written(error: ConnectorError) -> Self {
-        Self { written: 0, error }
+    /// Records `0..index` are written, record `index` failed with `error`,
+    /// the rest were not attempted: a sink that writes one record at a time.
+    pub fn at(len: usize, index: usize, error: ConnectorError) -> Self {
+        let mut error = Some(error);
+        let outcomes = (0..len)
+            .map(|i| match i.cmp(&index) {
+                std::cmp::Ordering::Less => RecordOutcome::Written,
+                std::cmp::Ordering::Equal => error
+                    .take()
+                    .map_or(RecordOutcome::NotAttempted, RecordOutcome::Failed),
+                std::cmp::Ordering::Greater => RecordOutcome::NotAttempted,
+            })
+            .collect();
+        Self { outcomes }
+    }
+
+    /// The whole batch failed as one (one request carried every record):
+    /// every record gets `error`'s classification.
+    pub fn batch(len: usize, error: ConnectorError) -> Self {
+        let outcomes = (0..len)
+            .map(|_| RecordOutcome::Failed(error.clone()))
+            .collect();
+        Self { outcomes }
+    }
+
+    /// Per-record outcomes from a bulk API; `outcomes` has one entry per
+    /// record of the batch, in order (missing entries count as not attempted).
+    pub fn per_record(outcomes: Vec<RecordOutcome>) -> Self {
+        Self { outcomes }
+    }
+
+    /// The outcomes as the sink gave them.
+    pub fn outcomes(&self) -> &[RecordOutcome] {
+        &self.outcomes
+    }
+
+    /// How many records at the start of the batch are written.
+    pub fn written_prefix(&self) -> usize {
+        self.outcomes
+            .iter()
+            .take_while(|o| matches!(o, RecordOutcome::Written))
+            .count()
+    }
+
+    /// The first record's failure, if one failed.
+    pub fn first_error(&self) -> Option<&ConnectorError> {
+        self.outcomes.iter().find_map(|o| match o {
+            RecordOutcome::Failed(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// The outcomes, one per record (padded to `len` with `NotAttempted`).
+    pub(crate) fn into_outcomes(self, len: usize) -> Vec<RecordOutcome> {
+        let mut outcomes = self.outcomes;
+        outcomes.truncate(len);
+        while outcomes.len() < len {
+            outcomes.push(RecordOutcome::NotAttempted);
+        }
+        outcomes
     }
 }
 
@@ -70,7 +146,9 @@ pub trait Sink: Send + 'static {
         async { Ok(()) }
     }
 
-    /// Writes `batch` (never empty), in order.
+    /// Writes `batch` (never empty), in order. The future may be dropped
+    /// (at shutdown, or when the runtime gives up on a hung target); the
+    /// records of a dropped write count as not written.
     fn write(
         &mut self,
         batch: &[SinkRecord],
@@ -115,5 +193,29 @@ impl BoxedSink {
 impl std::fmt::Debug for BoxedSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BoxedSink")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_at_an_index_writes_what_came_before() {
+        let o = SinkFailure::at(4, 2, ConnectorError::external("down")).into_outcomes(4);
+        assert!(matches!(o[0], RecordOutcome::Written));
+        assert!(matches!(o[1], RecordOutcome::Written));
+        assert!(matches!(&o[2], RecordOutcome::Failed(e) if e.is_retryable()));
+        assert!(matches!(o[3], RecordOutcome::NotAttempted));
+    }
+
+    #[test]
+    fn a_short_outcome_list_is_padded_and_a_batch_failure_covers_every_record() {
+        let o = SinkFailure::per_record(vec![RecordOutcome::Written]).into_outcomes(3);
+        assert!(matches!(o[2], RecordOutcome::NotAttempted));
+        let o = SinkFailure::batch(2, ConnectorError::user("400")).into_outcomes(2);
+        assert!(o
+            .iter()
+            .all(|r| matches!(r, RecordOutcome::Failed(e) if !e.is_retryable())));
     }
 }

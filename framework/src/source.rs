@@ -23,6 +23,10 @@
 //!
 //! `poll` must be cancel-safe: at shutdown the runtime drops a pending
 //! `poll` future and drains what was already returned.
+//!
+//! Within one returned batch, records are produced in order (one partition
+//! of a topic gets them in the order returned, whatever librdkafka's queue
+//! does), and a batch is acknowledged in full before the next `poll`.
 
 use crate::error::ConnectorError;
 use crate::runtime::Shutdown;
@@ -112,6 +116,14 @@ impl Durable {
 pub enum Poll {
     /// Records to deliver (possibly none).
     Records(Vec<SourceRecord>),
+    /// No records, but `partition` has reached `position` (an empty last
+    /// page, a cycle that found nothing new): the runtime stores it (after
+    /// every record returned before, which it already has) and calls
+    /// [`Source::durable`].
+    Checkpoint {
+        partition: String,
+        position: Position,
+    },
     /// Nothing now; poll again after this long (or sooner at shutdown).
     Idle(Duration),
     /// The source has finished (a batch transfer is complete).

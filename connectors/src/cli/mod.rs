@@ -123,11 +123,11 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(m)) => {
-            eprintln!("error: {m}");
+            eprintln!("error: {}", ferry::telemetry::redact::scrub(&m));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(m)) => {
-            eprintln!("error: {m}");
+            eprintln!("error: {}", ferry::telemetry::redact::scrub(&m));
             ExitCode::from(1)
         }
     }

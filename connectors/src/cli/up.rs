@@ -5,10 +5,6 @@ use super::Failure;
 use ferry::runtime::{BrokerMode, Running, Signals, StartError};
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
-
-/// How long shutdown waits for in-flight records to be acknowledged.
-const FLUSH_WITHIN: Duration = Duration::from_secs(30);
 
 pub(crate) async fn up(path: &Path, mode: BrokerMode) -> Result<(), Failure> {
     let mut signals = Signals::install()
@@ -32,7 +28,7 @@ pub(crate) async fn up(path: &Path, mode: BrokerMode) -> Result<(), Failure> {
         }
     };
     if let Err(e) = running.start_connectors(planned).await {
-        let _ = running.shutdown(FLUSH_WITHIN).await;
+        let _ = running.shutdown().await;
         return Err(start_failure(e));
     }
     print_banner(&running, &config, demo.as_ref());
@@ -40,7 +36,7 @@ pub(crate) async fn up(path: &Path, mode: BrokerMode) -> Result<(), Failure> {
     let signal = signals.recv().await;
     tracing::info!(signal, "shutting down");
     running
-        .shutdown(FLUSH_WITHIN)
+        .shutdown()
         .await
         .map_err(|e| Failure::runtime(format!("shutdown: {e}")))?;
     if let Some(d) = demo {

@@ -114,6 +114,7 @@ impl Authenticator {
         })?;
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300));
         let until = Instant::now() + lifetime.saturating_sub(EARLY);
+        ferry::telemetry::redact::register_dynamic(&answer.access_token);
         self.token = Some((answer.access_token.clone(), until));
         Ok(answer.access_token)
     }

@@ -4,8 +4,11 @@
 pub mod auth;
 
 use ferry::error::ConnectorError;
+use ferry::telemetry::redact;
 
-/// A transport failure (no answer): the peer may come back.
+/// A transport failure (no answer): the peer may come back. The URL is
+/// printed through the redaction policy, and reqwest's own text (which
+/// repeats the URL with its query) is scrubbed.
 pub fn transport_error(what: &str, url: &str, e: &reqwest::Error) -> ConnectorError {
     let kind = if e.is_timeout() {
         "timed out"
@@ -14,18 +17,39 @@ pub fn transport_error(what: &str, url: &str, e: &reqwest::Error) -> ConnectorEr
     } else {
         "request failed"
     };
-    ConnectorError::external(format!("{what} {url}: {kind}: {e}"))
+    // reqwest's Display names the URL; print the cause chain without it.
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    let cause = if cause.is_empty() {
+        e.to_string()
+    } else {
+        cause
+    };
+    ConnectorError::external(format!(
+        "{what} {}: {kind}: {}",
+        redact::url(url),
+        redact::scrub(&cause)
+    ))
 }
 
 /// A non-2xx answer: retryable for 408, 429 and 5xx; otherwise the request
-/// itself is wrong. Only the first 200 characters of the body are kept.
+/// itself is wrong. The answer's body is kept, scrubbed and cut to 200
+/// characters, because it usually says what is wrong.
 pub fn status_error(what: &str, url: &str, status: u16, body: &str) -> ConnectorError {
-    let excerpt: String = body.chars().take(200).collect();
-    ConnectorError::http_status(status, format!("{what} {url}: HTTP {status}: {excerpt}"))
+    let excerpt: String = redact::scrub(body).chars().take(200).collect();
+    ConnectorError::http_status(
+        status,
+        format!("{what} {}: HTTP {status}: {excerpt}", redact::url(url)),
+    )
 }
 
 /// Deserializes a map whose values may be written as strings, numbers or
 /// booleans (`limit: 10`), keeping them as text for headers and queries.
+/// Values may hold secret references (`Bearer ${env:TOKEN}`).
 pub fn scalar_map<'de, D>(d: D) -> Result<std::collections::BTreeMap<String, String>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -35,7 +59,9 @@ where
     let raw = std::collections::BTreeMap::<String, serde_json::Value>::deserialize(d)?;
     raw.into_iter()
         .map(|(k, v)| match v {
-            serde_json::Value::String(s) => Ok((k, s)),
+            serde_json::Value::String(s) => ferry::config::secret::resolve_embedded(&s)
+                .map(|s| (k.clone(), s))
+                .map_err(|e| D::Error::custom(format!("`{k}`: {e}"))),
             serde_json::Value::Number(n) => Ok((k, n.to_string())),
             serde_json::Value::Bool(b) => Ok((k, b.to_string())),
             other => Err(D::Error::custom(format!(

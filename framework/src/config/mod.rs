@@ -10,7 +10,7 @@ mod error;
 mod interpolate;
 mod load;
 mod model;
-mod secret;
+pub mod secret;
 
 pub use error::ConfigError;
 pub use load::{load, load_with_env, ENV_PREFIX, ENV_SEPARATOR};

@@ -39,6 +39,12 @@ pub struct FerryConfig {
     /// `ferry up` also serves a small demo API (a fake CRM and a fake target)
     /// for the quickstart's connectors. Unset: no demo API.
     pub demo: Option<DemoConfig>,
+    /// The most a stop (Ctrl-C, SIGTERM) takes: connectors drain in the first
+    /// two thirds (a sink's batch in flight, a source's batch in hand, each
+    /// within half of it), what overruns is abandoned (it is delivered again
+    /// after restart), then the producer flushes in what is left.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: std::time::Duration,
 }
 
 /// The quickstart's demo API.
@@ -78,6 +84,7 @@ impl Default for FerryConfig {
             offsets: OffsetsConfig::default(),
             connectors: Vec::new(),
             demo: None,
+            shutdown_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -102,6 +109,13 @@ impl FerryConfig {
         }
         validate_topic_name(&self.offsets.topic)
             .map_err(|m| ConfigError::invalid(origin, "offsets.topic", m))?;
+        if self.shutdown_timeout < std::time::Duration::from_secs(3) {
+            return Err(ConfigError::invalid(
+                origin,
+                "shutdown_timeout",
+                "must be at least 3s (connectors, the producer and the broker each need a share)",
+            ));
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in self.connectors.iter().enumerate() {
             if c.name.is_empty()

@@ -1,5 +1,12 @@
 //! Secrets in config: written as `${env:NAME}`, `${file:/path}` or (discouraged)
-//! a literal. The value never appears in `Debug`, `Display` or error output.
+//! a literal. The value never appears in `Debug`, `Display` or error output,
+//! and every resolved value is registered with the redaction policy
+//! ([`crate::telemetry::redact`]), so no log line or status shows it either.
+//!
+//! A reference can also sit *inside* a string wherever a credential can go
+//! (a header value `Bearer ${env:TOKEN}`, a URL, a query parameter, a raw
+//! librdkafka option such as `ssl.key.password`): [`resolve_embedded`]
+//! replaces each one and registers its value.
 
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -24,23 +31,82 @@ impl Secret {
     /// taken literally. The error text never contains the secret.
     pub fn resolve(raw: &str) -> Result<Self, String> {
         let raw = raw.trim();
-        if let Some(name) = reference(raw, "env") {
-            return std::env::var(name).map(Self).map_err(|_| {
-                format!("the secret refers to environment variable `{name}`, which is not set")
-            });
-        }
-        if let Some(path) = reference(raw, "file") {
-            return std::fs::read_to_string(path)
-                .map(|s| Self(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|e| {
-                    format!("the secret refers to file `{path}`, which cannot be read: {e}")
-                });
-        }
-        if raw.starts_with("${") {
+        let value = if let Some(name) = reference(raw, "env") {
+            env_secret(name)?
+        } else if let Some(path) = reference(raw, "file") {
+            file_secret(path)?
+        } else if raw.starts_with("${") {
             return Err("a secret reference must be `${env:NAME}` or `${file:/path}`".to_owned());
-        }
-        Ok(Self(raw.to_owned()))
+        } else {
+            raw.to_owned()
+        };
+        crate::telemetry::redact::register(&value);
+        Ok(Self(value))
     }
+}
+
+fn env_secret(name: &str) -> Result<String, String> {
+    std::env::var(name)
+        .map_err(|_| format!("the secret refers to environment variable `{name}`, which is not set"))
+}
+
+fn file_secret(path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+        .map_err(|e| format!("the secret refers to file `{path}`, which cannot be read: {e}"))
+}
+
+/// Replaces each `${env:NAME}` and `${file:/path}` inside `text` with the
+/// secret's value, registering it for redaction. Other text is kept.
+pub fn resolve_embedded(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let Some(close) = tail.find('}') else {
+            out.push_str(tail);
+            return Ok(out);
+        };
+        let whole = &tail[..=close];
+        let value = if let Some(name) = reference(whole, "env") {
+            Some(env_secret(name)?)
+        } else if let Some(path) = reference(whole, "file") {
+            Some(file_secret(path)?)
+        } else {
+            None
+        };
+        match value {
+            Some(v) => {
+                crate::telemetry::redact::register(&v);
+                out.push_str(&v);
+            }
+            None => out.push_str(whole),
+        }
+        rest = &tail[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Serde helper: a string that may hold secret references.
+pub fn embedded<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let raw = String::deserialize(d)?;
+    resolve_embedded(&raw).map_err(serde::de::Error::custom)
+}
+
+/// Serde helper: a map of strings whose values may hold secret references.
+pub fn embedded_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let raw = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            resolve_embedded(&v)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| serde::de::Error::custom(format!("`{k}`: {e}")))
+        })
+        .collect()
 }
 
 fn reference<'a>(raw: &'a str, kind: &str) -> Option<&'a str> {
@@ -109,6 +175,17 @@ mod tests {
     fn never_printed() {
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?} {s}").contains("hunter2"));
+    }
+
+    #[test]
+    fn references_inside_a_string_are_resolved_and_registered() {
+        std::env::set_var("FERRY_SECRET_TEST_EMBEDDED", "tok-3141");
+        let s = resolve_embedded("Bearer ${env:FERRY_SECRET_TEST_EMBEDDED}; ${HOME_NOT_OURS}")
+            .expect("resolves");
+        assert_eq!(s, "Bearer tok-3141; ${HOME_NOT_OURS}");
+        assert_eq!(crate::telemetry::redact::scrub(&s), "Bearer ***; ${HOME_NOT_OURS}");
+        let e = resolve_embedded("x ${env:FERRY_SECRET_TEST_NOT_SET} y").expect_err("unset");
+        assert!(e.contains("FERRY_SECRET_TEST_NOT_SET"), "{e}");
     }
 
     #[test]

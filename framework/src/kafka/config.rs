@@ -34,6 +34,9 @@ pub struct KafkaConfig {
     pub security: SecuritySettings,
     /// Raw librdkafka options passed through as they are (string values), for
     /// what has no typed field. Options owned by a typed field are refused.
+    /// Values may hold secret references (`ssl.key.password:
+    /// ${env:KEY_PASSWORD}`).
+    #[serde(deserialize_with = "crate::config::secret::embedded_map")]
     pub librdkafka: BTreeMap<String, String>,
 }
 
@@ -288,6 +291,18 @@ const OWNED_OPTIONS: &[(&str, &str)] = &[
         "use `kafka.security.sasl_password` (it keeps the value secret)",
     ),
     ("ssl.ca.location", "use `kafka.security.ssl_ca_location`"),
+    (
+        "partitioner",
+        "Ferry partitions by murmur2 of the key, as Java clients, Kafka Streams and kafkajs do",
+    ),
+    (
+        "partition.assignment.strategy",
+        "Ferry's consumers use cooperative-sticky, so a rebalance moves only the partitions it must",
+    ),
+    (
+        "enable.partition.eof",
+        "Ferry's consumers do not use end-of-partition events",
+    ),
 ];
 
 impl KafkaConfig {
@@ -402,7 +417,11 @@ impl KafkaConfig {
             .set("batch.size", p.batch_size.to_string())
             .set("batch.num.messages", p.batch_records.to_string())
             .set("message.timeout.ms", ms(p.delivery_timeout).to_string())
-            .set("queue.buffering.max.messages", p.queue_records.to_string());
+            .set("queue.buffering.max.messages", p.queue_records.to_string())
+            // murmur2 of the key (random for keyless records), as the Java
+            // client, Kafka Streams and kafkajs do: a key lands on the same
+            // partition whichever client produces it.
+            .set("partitioner", "murmur2_random");
         c
     }
 
@@ -415,6 +434,7 @@ impl KafkaConfig {
             c.set("group.instance.id", format!("{instance}-{group_id}"));
         }
         c.set("group.id", group_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", ms(s.commit_interval).to_string())

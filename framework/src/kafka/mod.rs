@@ -4,9 +4,10 @@
 //!   typed config. librdkafka retries sends itself; Ferry does not wrap it in a
 //!   retry layer, it configures it (`delivery_timeout`).
 //! - [`KafkaConsumer`]: offsets are *stored* only when the caller says a record
-//!   is processed ([`KafkaConsumer::mark_processed`]); librdkafka's auto-commit
-//!   then commits what was stored, and [`KafkaConsumer::commit`] commits it
-//!   synchronously at shutdown. A record is never committed before it is done.
+//!   is processed ([`KafkaConsumer::mark_position`]); commits carry only what
+//!   was stored, so a record is never committed before it is done. A
+//!   *coordinated* consumer keeps revoked partitions until its owner has
+//!   finished with them ([`Rebalance`]); assignment is cooperative-sticky.
 //! - [`KafkaAdmin`]: creates topics (Ferry never relies on auto-creation), lists
 //!   and describes them.
 //! - [`KafkaHealth`]: a cheap metadata round trip, for `/ready` and startup.
@@ -28,7 +29,7 @@ pub use config::{
     AutoOffsetReset, Compression, ConsumerSettings, EmbeddedBrokerConfig, KafkaConfig,
     ProducerSettings, SaslMechanism, SecurityProtocol, SecuritySettings, StorageKind,
 };
-pub use consumer::KafkaConsumer;
+pub use consumer::{GroupContext, KafkaConsumer, Rebalance, Received, TopicPartition};
 pub use context::FerryClientContext;
 #[cfg(feature = "embedded-broker")]
 pub use dev_broker::{BrokerStorage, DevBroker};

@@ -2,8 +2,11 @@
 
 use super::{FerryClientContext, KafkaConfig, KafkaLayerError, ProduceError};
 use crate::telemetry::metrics as m;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Message;
 use rdkafka::util::Timeout;
 use std::time::Duration;
 
@@ -54,6 +57,16 @@ impl KafkaProducer {
     /// or librdkafka has given up after `delivery_timeout`. While librdkafka's
     /// local queue is full, this waits: that is the producer's backpressure.
     pub async fn send(&self, record: OutgoingRecord) -> Result<Delivered, ProduceError> {
+        self.enqueue(record).await?.delivered().await
+    }
+
+    /// Hands one record to librdkafka's queue, waiting while the queue is
+    /// full, and returns a handle on its delivery. Records enqueued one
+    /// after another (each `enqueue` awaited before the next) keep their
+    /// order per partition, whatever the queue does: the idempotent
+    /// producer never reorders what it has accepted. (Many concurrent
+    /// `send`s do not: each retries a full queue on its own timer.)
+    pub async fn enqueue(&self, record: OutgoingRecord) -> Result<PendingDelivery, ProduceError> {
         let size =
             record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -74,23 +87,33 @@ impl KafkaProducer {
         if let Some(p) = record.partition {
             fr = fr.partition(p);
         }
-        match self.inner.send(fr, Timeout::Never).await {
-            Ok(d) => {
-                self.produced.increment(1);
-                self.produced_bytes.increment(size as u64);
-                Ok(Delivered {
-                    partition: d.partition,
-                    offset: d.offset,
-                })
-            }
-            Err((source, _)) => {
-                self.errors.increment(1);
-                Err(ProduceError {
-                    topic: record.topic,
-                    source,
-                    key: record.key,
-                    payload: record.payload,
-                })
+        let mut wait = QUEUE_FULL_FIRST_WAIT;
+        loop {
+            match self.inner.send_result(fr) {
+                Ok(delivery) => {
+                    return Ok(PendingDelivery {
+                        delivery,
+                        size,
+                        producer: self.clone(),
+                        record: Some((record.topic.clone(), record.key.clone())),
+                    })
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // librdkafka's own thread drains the queue; wait a little
+                    // longer each time, up to a few milliseconds.
+                    fr = back;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(QUEUE_FULL_MAX_WAIT);
+                }
+                Err((source, _)) => {
+                    self.errors.increment(1);
+                    return Err(ProduceError {
+                        topic: record.topic.clone(),
+                        source,
+                        key: record.key.clone(),
+                        payload: record.payload.clone(),
+                    });
+                }
             }
         }
     }
@@ -114,5 +137,46 @@ impl KafkaProducer {
     /// Records handed to librdkafka and not yet acknowledged or failed.
     pub fn in_flight(&self) -> i32 {
         self.inner.in_flight_count()
+    }
+}
+
+const QUEUE_FULL_FIRST_WAIT: Duration = Duration::from_micros(500);
+const QUEUE_FULL_MAX_WAIT: Duration = Duration::from_millis(20);
+
+/// A record in librdkafka's queue; resolve it with [`delivered`](Self::delivered).
+pub struct PendingDelivery {
+    delivery: DeliveryFuture,
+    size: usize,
+    producer: KafkaProducer,
+    /// Topic and key, handed back on failure.
+    record: Option<(String, Option<Vec<u8>>)>,
+}
+
+impl PendingDelivery {
+    /// Resolves when Kafka acknowledged the record, or librdkafka gave up.
+    pub async fn delivered(mut self) -> Result<Delivered, ProduceError> {
+        let (topic, key) = self.record.take().unwrap_or_default();
+        let failed = |source, payload| {
+            self.producer.errors.increment(1);
+            ProduceError {
+                topic: topic.clone(),
+                source,
+                key: key.clone(),
+                payload,
+            }
+        };
+        match self.delivery.await {
+            Ok(Ok(d)) => {
+                self.producer.produced.increment(1);
+                self.producer.produced_bytes.increment(self.size as u64);
+                Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            }
+            Ok(Err((source, msg))) => Err(failed(source, msg.payload().map(<[u8]>::to_vec))),
+            // The producer was dropped before answering.
+            Err(_) => Err(failed(KafkaError::Canceled, None)),
+        }
     }
 }

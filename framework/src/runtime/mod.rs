@@ -14,7 +14,7 @@ pub mod source_task;
 pub mod supervisor;
 
 pub use connectors::{ConnectorSpec, Planned, SinkFactory, SourceFactory};
-pub use process::{BrokerMode, Endpoints, Running, StartError};
+pub use process::{BrokerMode, Endpoints, Running, StartError, StopBudget};
 pub use shutdown::{Shutdown, Signals};
 pub use sink_task::SinkSettings;
 pub use source_task::Exit;

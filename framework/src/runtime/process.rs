@@ -128,6 +128,7 @@ pub struct Running {
     kafka: KafkaConfig,
     offsets_topic: String,
     offsets: Option<OffsetStore>,
+    budget: StopBudget,
     connector_tasks: Vec<JoinHandle<()>>,
     shutdown: Shutdown,
     admin_task: JoinHandle<()>,
@@ -279,6 +280,7 @@ impl Running {
             kafka: config.kafka.clone(),
             offsets_topic: config.offsets.topic.clone(),
             offsets: None,
+            budget: StopBudget::new(config.shutdown_timeout),
             connector_tasks: Vec::new(),
             shutdown,
             admin_task,
@@ -317,7 +319,7 @@ impl Running {
                         file: binding.file.path.clone(),
                         source,
                     };
-                    let _ = running.shutdown(Duration::from_secs(5)).await;
+                    let _ = running.shutdown().await;
                     return Err(error);
                 }
             }
@@ -371,6 +373,7 @@ impl Running {
                     let producer = self.producer.clone();
                     let shutdown = self.shutdown.clone();
                     let task_name = name.clone();
+                    let stop_budget = self.budget.task_drain();
                     let task = supervise(
                         name,
                         "source",
@@ -388,7 +391,13 @@ impl Running {
                             async move {
                                 let source = make()?;
                                 super::source_task::run(
-                                    &name, source, &target, &producer, &offsets, &shutdown,
+                                    &name,
+                                    source,
+                                    &target,
+                                    &producer,
+                                    &offsets,
+                                    &shutdown,
+                                    stop_budget,
                                 )
                                 .await
                             }
@@ -404,6 +413,7 @@ impl Running {
                         self.shutdown.clone(),
                     );
                     let task_name = name.clone();
+                    let stop_budget = self.budget.task_drain();
                     let task = supervise(
                         name,
                         "sink",
@@ -431,6 +441,7 @@ impl Running {
                                         codecs: &codecs,
                                         shutdown: &shutdown,
                                         handle: &handle,
+                                        stop_budget,
                                     },
                                 )
                                 .await
@@ -451,25 +462,38 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Drains: stops accepting work, flushes the producer, then stops the
-    /// embedded broker. Returns an error if records could not be flushed.
-    pub async fn shutdown(self, flush_within: Duration) -> Result<(), KafkaLayerError> {
+    /// Drains within the stop budget (`shutdown_timeout`, see [`StopBudget`]):
+    /// connectors first (sinks finish the batch in the target and commit,
+    /// sources deliver the batch in hand and store its positions), and what
+    /// overruns is aborted; then the HTTP listeners, the producer's flush, and
+    /// the embedded broker last. Returns an error if records could not be
+    /// flushed.
+    pub async fn shutdown(self) -> Result<(), KafkaLayerError> {
+        let started = tokio::time::Instant::now();
+        let budget = self.budget;
         self.shutdown.cancel();
-        // Connectors drain first: sources deliver the batch in hand and store
-        // its positions, sinks finish the batch in the target and commit.
-        let drained = futures::future::join_all(self.connector_tasks);
-        if tokio::time::timeout(flush_within + Duration::from_secs(5), drained)
+        let mut tasks = self.connector_tasks;
+        let drained = futures::future::join_all(tasks.iter_mut());
+        if tokio::time::timeout(budget.connectors(), drained)
             .await
             .is_err()
         {
             tracing::warn!(
-                "connectors did not stop in time; what they held is delivered again after restart"
+                within = ?budget.connectors(),
+                "connectors did not stop in time; they are abandoned, and what they held is delivered again after restart"
             );
+            for t in &tasks {
+                t.abort();
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
         }
         let _ = self.admin_task.await;
         if let Some(t) = self.registry_task {
             let _ = t.await;
         }
+        let flush_within = budget.flush(started.elapsed());
         let flushed = self.producer.flush(flush_within).await;
         // Every client goes before the broker does, so none of them sees it vanish.
         drop(self.producer);
@@ -480,5 +504,57 @@ impl Running {
             b.stop().await;
         }
         flushed
+    }
+}
+
+/// One stop budget, nested so each inner limit sits below its outer one:
+/// connectors get two thirds of it (each task drains within half of the
+/// whole, keeping the rest of its share to commit and close); the producer
+/// flushes in what remains, less a reserve for the embedded broker to stop.
+#[derive(Debug, Clone, Copy)]
+pub struct StopBudget {
+    total: Duration,
+}
+
+impl StopBudget {
+    /// What stopping may take in all.
+    pub fn new(total: Duration) -> Self {
+        Self { total }
+    }
+
+    /// For the connectors, together; overrunning tasks are aborted.
+    pub fn connectors(&self) -> Duration {
+        self.total * 2 / 3
+    }
+
+    /// For one task's batch in flight (a sink's write, a source's
+    /// acknowledgements) before it is abandoned.
+    pub fn task_drain(&self) -> Duration {
+        self.total / 2
+    }
+
+    /// For the producer's flush, `elapsed` into the stop.
+    pub fn flush(&self, elapsed: Duration) -> Duration {
+        self.total
+            .saturating_sub(elapsed)
+            .saturating_sub(BROKER_STOP_RESERVE)
+            .max(Duration::from_millis(100))
+    }
+}
+
+/// Kept back from the flush for the embedded broker's own stop.
+const BROKER_STOP_RESERVE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stop_budget_nests() {
+        let b = StopBudget::new(Duration::from_secs(30));
+        assert!(b.task_drain() < b.connectors());
+        assert!(b.connectors() < Duration::from_secs(30));
+        assert_eq!(b.flush(b.connectors()), Duration::from_secs(9));
+        assert_eq!(b.flush(Duration::from_secs(40)), Duration::from_millis(100));
     }
 }

@@ -1,39 +1,67 @@
 //! Runs one sink: consume, decode, hand batches to the sink, store offsets
-//! only for what the sink acknowledged.
+//! only for what the sink acknowledged, give revoked partitions back only
+//! once nothing of theirs is being written.
 //!
-//! One batch is in the sink at a time, so order per Kafka partition (and so
-//! per key) is kept. What the task holds in memory is bounded by
-//! `max_in_flight_records` / `max_in_flight_bytes` plus librdkafka's
-//! prefetch queue (`kafka.consumer.prefetch_kbytes`). At the bound the task
-//! stops taking records, and librdkafka stops fetching once its queue is
-//! full. If the bound holds for `PAUSE_AFTER` (the target is down, not just
-//! slow), every assigned partition is paused, which also frees the prefetch
-//! queue, and the task reports PAUSED. The consumer keeps polling while
-//! paused (a tick re-polls every second), so it stays in its group however
-//! long the target is down; the backlog waits in Kafka, not in Ferry.
-//! Pausing only after a while matters: each pause throws away what
-//! librdkafka prefetched, so pausing at every brief stall would refetch it
-//! again and again.
+//! **Order.** One batch is in the sink at a time, so order per Kafka
+//! partition (and so per key) is kept.
+//!
+//! **Offsets.** After each batch, each partition's offset is stored up to
+//! its first record that is not written, and a commit starts at once
+//! (asynchronously; librdkafka's `commit_interval` timer stays as an upper
+//! bound). A crash therefore repeats at most the batch in the sink and the
+//! one before it (whose commit may not have landed).
+//!
+//! **Failures.** A write that fails in a way that may pass (a 503, a
+//! timeout) is retried with backoff, only for the records not yet written.
+//! A record that fails for good (a 400, a value that cannot be decoded)
+//! stops the connector in FAILED with the record's topic/partition/offset
+//! and the reason: what was written before it is committed, nothing is
+//! rewritten, nothing after it is written, and the supervisor does not
+//! restart it (the resilience layer's dead-letter topic takes such records
+//! instead).
+//!
+//! **Rebalances.** The consumer is coordinated (`kafka::consumer`): when
+//! partitions are revoked, their buffered records are dropped unwritten,
+//! the batch in the sink is finished (within `drain_within`; past that the
+//! attempt is abandoned and restarted), offsets are committed, and only then
+//! are the partitions released to the group. So two members never write a
+//! partition at once, and a graceful rebalance repeats nothing that was
+//! acknowledged. A lost assignment (session expired) abandons the batch at
+//! once. librdkafka's non-fatal errors (a broker restarting) are logged and
+//! counted; the consumer recovers by itself.
+//!
+//! **Memory.** What the task holds is bounded by `max_in_flight_records` /
+//! `max_in_flight_bytes` plus librdkafka's prefetch queue
+//! (`kafka.consumer.prefetch_kbytes`). At the bound the task stops taking
+//! records. If the bound holds for `PAUSE_AFTER` (the target is down, not
+//! just slow), every assigned partition is paused, which also frees the
+//! prefetch queue, and the task reports PAUSED; it keeps polling, so it
+//! stays in its group however long the target is down. Pausing only after a
+//! while matters: each pause throws away what librdkafka prefetched.
+//!
+//! **Lifetime.** The write runs inside this task (no task of its own): when
+//! an attempt ends, for whatever reason, its write is dropped with it and
+//! can never land after a newer attempt's.
 
 use super::headers;
 use super::source_task::Exit;
 use super::supervisor::TaskHandle;
 use super::Shutdown;
 use crate::error::ConnectorError;
-use crate::kafka::{KafkaConfig, KafkaConsumer};
+use crate::kafka::{KafkaConfig, KafkaConsumer, Rebalance, Received, TopicPartition};
 use crate::resilience::Backoff;
 use crate::schema::json::to_json;
 use crate::schema::registry::Codecs;
 use crate::schema::MAGIC_BYTE;
-use crate::sink::{BoxedSink, SinkContext, SinkRecord};
+use crate::sink::{BoxedSink, RecordOutcome, SinkContext, SinkRecord};
 use crate::telemetry::metrics as m;
 use base64::Engine;
-use rdkafka::consumer::Consumer;
-use rdkafka::message::{Headers, OwnedMessage};
+use futures::future::{BoxFuture, OptionFuture};
+use futures::FutureExt;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How a sink task consumes and batches.
@@ -51,15 +79,16 @@ pub struct SinkSettings {
     pub max_in_flight_records: usize,
     /// Bytes held in memory before consumption pauses.
     pub max_in_flight_bytes: usize,
-    /// How long shutdown waits for the batch in the sink.
+    /// How long the batch in the sink may take to finish when Ferry stops
+    /// or its partitions are revoked, before it is abandoned (capped by the
+    /// process's shutdown budget).
     pub drain_within: Duration,
 }
 
 /// How long the in-flight bound must hold before partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_secs(5);
-
-/// Offsets a written batch covers: the last offset per topic-partition.
-type Written = BTreeMap<(String, i32), i64>;
+/// Transient consumer errors are logged at most this often.
+const TRANSIENT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a sink task runs against.
 pub(crate) struct SinkEnv<'a> {
@@ -68,6 +97,51 @@ pub(crate) struct SinkEnv<'a> {
     pub codecs: &'a Codecs,
     pub shutdown: &'a Shutdown,
     pub handle: &'a TaskHandle,
+    /// The most the task may take to drain once Ferry stops.
+    pub stop_budget: Duration,
+}
+
+/// A consumed record, or one that cannot be handed to a sink.
+enum Entry {
+    Record(SinkRecord),
+    Undecodable {
+        partition: TopicPartition,
+        at: String,
+        error: ConnectorError,
+    },
+}
+
+impl Entry {
+    fn in_partitions(&self, partitions: &[TopicPartition]) -> bool {
+        partitions.iter().any(|(t, p)| match self {
+            Self::Record(r) => &r.topic == t && r.partition == *p,
+            Self::Undecodable { partition, .. } => &partition.0 == t && partition.1 == *p,
+        })
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Self::Record(r) => r.size(),
+            Self::Undecodable { .. } => 128,
+        }
+    }
+}
+
+/// What became of a batch handed to the sink.
+struct Written {
+    sink: BoxedSink,
+    batch: Vec<SinkRecord>,
+    written: Vec<bool>,
+    /// The first record that failed for good, and why.
+    permanent: Option<(usize, ConnectorError)>,
+}
+
+type Writing = BoxFuture<'static, Written>;
+
+/// A revocation waiting for the batch in the sink.
+struct Revoking {
+    partitions: Vec<TopicPartition>,
+    deadline: Instant,
 }
 
 pub(crate) async fn run(
@@ -76,258 +150,484 @@ pub(crate) async fn run(
     settings: &SinkSettings,
     env: SinkEnv<'_>,
 ) -> Result<Exit, ConnectorError> {
-    let SinkEnv {
-        kafka,
-        bootstrap,
-        codecs,
-        shutdown,
-        handle,
-    } = env;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-    let consumer = KafkaConsumer::subscribe(kafka, bootstrap, &settings.group_id, &topics)
-        .map_err(|e| ConnectorError::external(e.to_string()))?;
-    let mut sink = sink;
-    sink.0
-        .open(&SinkContext {
-            name: name.to_owned(),
-        })
-        .await?;
-
-    // The writer owns the sink; one batch at a time.
-    let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<SinkRecord>>(1);
-    let (done_tx, mut done_rx) = mpsc::channel::<Result<Written, ConnectorError>>(1);
-    let abandon = Shutdown::new();
-    let writer_abandon = abandon.clone();
-    let writer_name = name.to_owned();
-    let writer = tokio::spawn(async move {
-        while let Some(batch) = batch_rx.recv().await {
-            let outcome = write_with_retry(&writer_name, &mut sink, &batch, &writer_abandon).await;
-            if done_tx.send(outcome).await.is_err() {
-                return;
-            }
-        }
-    });
-
-    let in_flight_gauge =
-        metrics::gauge!(m::SINK_IN_FLIGHT_RECORDS, "connector" => name.to_owned());
-    let mut buffer: VecDeque<SinkRecord> = VecDeque::new();
-    let mut buffered_bytes = 0usize;
-    let mut in_sink: Option<(usize, usize)> = None; // (records, bytes)
-    let mut oldest: Option<Instant> = None;
-    let mut paused = false;
-    let mut full_since: Option<Instant> = None;
-    // Per topic-partition, the offset after the last record taken.
-    let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut stopping = false;
-    let mut drain_deadline = None;
-    let outcome: Result<(), ConnectorError> = loop {
-        let (sink_records, sink_bytes) = in_sink.unwrap_or((0, 0));
-        let held = buffer.len() + sink_records;
-        let held_bytes = buffered_bytes + sink_bytes;
-        in_flight_gauge.set(held as f64);
-
-        // Hand the writer a batch when it is free and a batch is due.
-        let due = !buffer.is_empty()
-            && (buffer.len() >= settings.batch_max_records
-                || buffered_bytes >= settings.batch_max_bytes
-                || oldest.is_some_and(|t| t.elapsed() >= settings.batch_max_wait));
-        if in_sink.is_none() && due && !stopping {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            while let Some(r) = buffer.front() {
-                if batch.len() >= settings.batch_max_records
-                    || (!batch.is_empty() && bytes + r.size() > settings.batch_max_bytes)
-                {
-                    break;
-                }
-                bytes += r.size();
-                batch.extend(buffer.pop_front());
-            }
-            buffered_bytes -= bytes;
-            oldest = if buffer.is_empty() {
-                None
-            } else {
-                Some(Instant::now())
-            };
-            in_sink = Some((batch.len(), bytes));
-            if batch_tx.send(batch).await.is_err() {
-                break Err(ConnectorError::internal("sink writer stopped"));
-            }
-            continue;
-        }
-        if stopping && in_sink.is_none() {
-            break Ok(());
-        }
-
-        // Backpressure: stop taking records at the bound; pause the
-        // partitions if it holds for a while; resume below half of it.
-        let full =
-            held >= settings.max_in_flight_records || held_bytes >= settings.max_in_flight_bytes;
-        let low = held <= settings.max_in_flight_records / 2
-            && held_bytes <= settings.max_in_flight_bytes / 2;
-        if full {
-            let since = *full_since.get_or_insert_with(Instant::now);
-            if !paused && since.elapsed() >= PAUSE_AFTER {
-                set_paused(&consumer, true)?;
-                paused = true;
-                handle.paused(format!(
-                    "target not keeping up: {held} record(s) in flight for {:?}; partitions paused",
-                    since.elapsed()
-                ));
-            }
-        } else {
-            full_since = None;
-        }
-        if paused && low {
-            // Pausing dropped librdkafka's prefetched records; fetch again
-            // from the record after the last one taken, whatever position
-            // librdkafka (or the broker) would resume from.
-            seek_to(&consumer, &next_offsets)?;
-            set_paused(&consumer, false)?;
-            paused = false;
-            handle.running();
-        }
-        // Take records unless at the bound; while paused, keep polling so
-        // the group does not evict this member (paused partitions yield none).
-        let take = !stopping && (!full || paused);
-
-        let wake = match oldest {
-            Some(t) if in_sink.is_none() => t + settings.batch_max_wait,
-            _ => Instant::now() + Duration::from_secs(1),
-        };
-        tokio::select! {
-            _ = shutdown.cancelled(), if !stopping => {
-                stopping = true;
-                drain_deadline = Some(Instant::now() + settings.drain_within);
-            }
-            _ = tokio::time::sleep_until(drain_deadline.unwrap_or(wake)), if stopping => {
-                tracing::warn!(connector = name, "sink did not finish its batch in time; it will be delivered again after restart");
-                abandon.cancel();
-                break Ok(());
-            }
-            msg = consumer.recv(), if take => {
-                let owned = msg.map_err(|e| ConnectorError::external(e.to_string()))?.detach();
-                next_offsets.insert((owned.topic().to_owned(), owned.partition()), owned.offset() + 1);
-                let record = decode(codecs, owned).await?;
-                buffered_bytes += record.size();
-                oldest.get_or_insert_with(Instant::now);
-                buffer.push_back(record);
-                if paused {
-                    // Partitions assigned by a rebalance since the pause start unpaused.
-                    set_paused(&consumer, true)?;
-                }
-            }
-            done = done_rx.recv() => {
-                in_sink = None;
-                match done {
-                    Some(Ok(written)) => {
-                        for ((topic, partition), offset) in &written {
-                            consumer
-                                .mark_position(topic, *partition, *offset)
-                                .map_err(|e| ConnectorError::internal(e.to_string()))?;
-                        }
-                    }
-                    Some(Err(e)) => break Err(e),
-                    None => break Err(ConnectorError::internal("sink writer stopped")),
-                }
-            }
-            _ = tokio::time::sleep_until(wake), if !stopping => {}
-        }
+    let consumer =
+        KafkaConsumer::subscribe_coordinated(env.kafka, env.bootstrap, &settings.group_id, &topics)
+            .map_err(|e| ConnectorError::external(e.to_string()))?;
+    let mut task = SinkTask {
+        name,
+        settings,
+        consumer,
+        codecs: env.codecs,
+        handle: env.handle,
+        sink: Some(sink),
+        writing: None,
+        in_sink: None,
+        buffer: VecDeque::new(),
+        buffered_bytes: 0,
+        oldest: None,
+        paused: false,
+        full_since: None,
+        next_offsets: BTreeMap::new(),
+        revoked: BTreeSet::new(),
+        revoking: None,
+        last_transient_log: None,
+        in_flight_gauge: metrics::gauge!(m::SINK_IN_FLIGHT_RECORDS, "connector" => name.to_owned()),
     };
-    drop(batch_tx);
-    abandon.cancel();
-    let _ = writer.await;
+    let outcome = task.run(env.shutdown, env.stop_budget).await;
+    task.in_flight_gauge.set(0.0);
+    let SinkTask {
+        consumer, writing, ..
+    } = task;
+    // An unfinished write ends with the attempt.
+    drop(writing);
     // Whatever was acknowledged is committed now, even when stopping on an error.
-    if let Err(e) = consumer.commit() {
+    if let Err(e) = consumer.commit().await {
         tracing::warn!(connector = name, error = %e, "committing sink offsets at stop failed; they will be redelivered");
     }
-    in_flight_gauge.set(0.0);
-    outcome.map(|()| Exit::Stopped)
+    consumer.close().await;
+    outcome
 }
 
-fn set_paused(consumer: &KafkaConsumer, pause: bool) -> Result<(), ConnectorError> {
-    let c = consumer.client();
-    let assignment = c
-        .assignment()
-        .map_err(|e| ConnectorError::internal(format!("reading the assignment: {e}")))?;
-    if assignment.count() == 0 {
-        return Ok(());
-    }
-    let r = if pause {
-        c.pause(&assignment)
-    } else {
-        c.resume(&assignment)
-    };
-    r.map_err(|e| ConnectorError::internal(format!("pausing/resuming partitions: {e}")))
+struct SinkTask<'a> {
+    name: &'a str,
+    settings: &'a SinkSettings,
+    consumer: KafkaConsumer,
+    codecs: &'a Codecs,
+    handle: &'a TaskHandle,
+    /// The sink, while no batch is being written (the write owns it).
+    sink: Option<BoxedSink>,
+    writing: Option<Writing>,
+    /// Records and bytes of the batch in the sink.
+    in_sink: Option<(usize, usize, BTreeSet<TopicPartition>)>,
+    buffer: VecDeque<Entry>,
+    buffered_bytes: usize,
+    oldest: Option<Instant>,
+    paused: bool,
+    full_since: Option<Instant>,
+    /// Per assigned partition, the offset after the last record taken.
+    next_offsets: BTreeMap<TopicPartition, i64>,
+    /// Partitions revoked and not assigned again: their records are dropped.
+    revoked: BTreeSet<TopicPartition>,
+    revoking: Option<Revoking>,
+    last_transient_log: Option<Instant>,
+    in_flight_gauge: metrics::Gauge,
 }
 
-/// Points each assigned partition we have taken records from at the
-/// record after the last one taken.
-fn seek_to(
-    consumer: &KafkaConsumer,
-    next_offsets: &BTreeMap<(String, i32), i64>,
-) -> Result<(), ConnectorError> {
-    let c = consumer.client();
-    let assignment = c
-        .assignment()
-        .map_err(|e| ConnectorError::internal(format!("reading the assignment: {e}")))?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for e in assignment.elements() {
-        if let Some(next) = next_offsets.get(&(e.topic().to_owned(), e.partition())) {
-            tpl.add_partition_offset(e.topic(), e.partition(), rdkafka::Offset::Offset(*next))
-                .map_err(|e| ConnectorError::internal(format!("seek list: {e}")))?;
+impl SinkTask<'_> {
+    async fn run(
+        &mut self,
+        shutdown: &Shutdown,
+        stop_budget: Duration,
+    ) -> Result<Exit, ConnectorError> {
+        let name = self.name;
+        let ctx = SinkContext {
+            name: name.to_owned(),
+        };
+        match self.sink.as_mut() {
+            Some(sink) => sink.0.open(&ctx).await?,
+            None => return Err(ConnectorError::internal("sink missing at open")),
         }
-    }
-    if tpl.count() == 0 {
-        return Ok(());
-    }
-    tokio::task::block_in_place(|| c.seek_partitions(tpl, Duration::from_secs(10)))
-        .map_err(|e| ConnectorError::external(format!("seeking before resume: {e}")))?;
-    Ok(())
-}
+        let drain_within = self.settings.drain_within.min(stop_budget);
+        let mut stopping: Option<Instant> = None;
+        loop {
+            while let Some(event) = self.consumer.next_rebalance() {
+                self.rebalanced(event, drain_within).await?;
+            }
+            let (sink_records, sink_bytes) =
+                self.in_sink.as_ref().map_or((0, 0), |(r, b, _)| (*r, *b));
+            let held = self.buffer.len() + sink_records;
+            let held_bytes = self.buffered_bytes + sink_bytes;
+            self.in_flight_gauge.set(held as f64);
 
-async fn write_with_retry(
-    name: &str,
-    sink: &mut BoxedSink,
-    batch: &[SinkRecord],
-    abandon: &Shutdown,
-) -> Result<Written, ConnectorError> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    let mut done = 0;
-    while done < batch.len() {
-        match sink.0.write(&batch[done..]).await {
-            Ok(()) => done = batch.len(),
-            Err(f) => {
-                done += f.written.min(batch.len() - done);
-                metrics::counter!(m::SINK_ERRORS_TOTAL, "connector" => name.to_owned(), "stage" => "sending").increment(1);
-                let at = batch.get(done).map_or_else(String::new, |r| {
-                    format!(" at {}/{}@{}", r.topic, r.partition, r.offset)
-                });
-                if !f.error.is_retryable() {
-                    return Err(ConnectorError {
-                        message: format!("connector `{name}`: write failed{at}: {}", f.error),
-                        ..f.error
-                    });
+            if self.writing.is_none() {
+                if let Some(Entry::Undecodable { at, error, .. }) = self.buffer.front() {
+                    // Everything before it is written: stop here, for good.
+                    return Err(permanent_failure(name, at, error));
                 }
-                let wait = backoff.next_delay();
-                tracing::warn!(connector = name, error = %f.error, retry_in = ?wait, "sink write failed{at}; retrying");
-                tokio::select! {
-                    _ = abandon.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
+                if stopping.is_some() {
+                    return Ok(Exit::Stopped);
                 }
+                if self.revoking.is_none() && self.batch_due() {
+                    self.hand_over_batch();
+                    continue;
+                }
+            }
+
+            // Backpressure: stop taking records at the bound; pause the
+            // partitions if it holds for a while; resume below half of it.
+            let s = self.settings;
+            let full = held >= s.max_in_flight_records || held_bytes >= s.max_in_flight_bytes;
+            let low =
+                held <= s.max_in_flight_records / 2 && held_bytes <= s.max_in_flight_bytes / 2;
+            if full {
+                let since = *self.full_since.get_or_insert_with(Instant::now);
+                if !self.paused && since.elapsed() >= PAUSE_AFTER {
+                    self.pause_all(true)?;
+                    self.paused = true;
+                    self.handle.paused(format!(
+                        "target not keeping up: {held} record(s) in flight for {:?}; partitions paused",
+                        since.elapsed()
+                    ));
+                }
+            } else {
+                self.full_since = None;
+            }
+            if self.paused && low {
+                // Pausing dropped librdkafka's prefetched records; fetch again
+                // from the record after the last one taken.
+                let positions: Vec<(TopicPartition, i64)> = self
+                    .next_offsets
+                    .iter()
+                    .map(|(tp, o)| (tp.clone(), *o))
+                    .collect();
+                self.consumer
+                    .seek(positions)
+                    .await
+                    .map_err(|e| ConnectorError::external(format!("seeking before resume: {e}")))?;
+                self.pause_all(false)?;
+                self.paused = false;
+                self.handle.running();
+            }
+            // Take records unless at the bound; while paused, keep polling so
+            // the group does not evict this member (paused partitions yield none).
+            let take = stopping.is_none() && (!full || self.paused);
+
+            let wake = match (self.oldest, &self.writing) {
+                (Some(t), None) => t + s.batch_max_wait,
+                _ => Instant::now() + Duration::from_secs(1),
+            };
+            let give_up = match (stopping, &self.revoking) {
+                (Some(at), _) => Some(at),
+                (None, Some(r)) => Some(r.deadline),
+                (None, None) => None,
+            };
+            let is_writing = self.writing.is_some();
+            let writing = OptionFuture::from(self.writing.as_mut());
+            tokio::select! {
+                _ = shutdown.cancelled(), if stopping.is_none() => {
+                    stopping = Some(Instant::now() + drain_within);
+                }
+                _ = tokio::time::sleep_until(give_up.unwrap_or(wake)), if give_up.is_some() => {
+                    if stopping.is_some() {
+                        tracing::warn!(connector = name, within = ?drain_within, "sink did not finish its batch in time; it will be delivered again after restart");
+                        return Ok(Exit::Stopped);
+                    }
+                    return Err(ConnectorError::external(format!(
+                        "connector `{name}`: the target did not finish a batch within {drain_within:?} while its partitions were being revoked; the batch was abandoned and the connector restarts"
+                    )));
+                }
+                Some(done) = writing, if is_writing => {
+                    self.writing = None;
+                    self.written(done).await?;
+                }
+                _ = self.consumer.rebalanced() => {}
+                got = self.consumer.recv(), if take => {
+                    match got.map_err(|e| ConnectorError::external(e.to_string()))? {
+                        Received::Message(msg) => {
+                            let tp = (msg.topic().to_owned(), msg.partition());
+                            // Records of a revoked partition belong to its new owner.
+                            if !self.revoked.contains(&tp) {
+                                self.next_offsets.insert(tp, msg.offset() + 1);
+                                let entry = decode(self.codecs, &msg).await?;
+                                self.buffered_bytes += entry.size();
+                                self.oldest.get_or_insert_with(Instant::now);
+                                self.buffer.push_back(entry);
+                            }
+                        }
+                        Received::Transient(e) => self.transient(&e),
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {}
             }
         }
     }
-    metrics::counter!(m::SINK_RECORDS_TOTAL, "connector" => name.to_owned()).increment(done as u64);
-    let mut written = Written::new();
-    for r in &batch[..done] {
-        written.insert((r.topic.clone(), r.partition), r.offset);
+
+    fn batch_due(&self) -> bool {
+        let s = self.settings;
+        !self.buffer.is_empty()
+            && (self.buffer.len() >= s.batch_max_records
+                || self.buffered_bytes >= s.batch_max_bytes
+                || self.oldest.is_some_and(|t| t.elapsed() >= s.batch_max_wait)
+                || matches!(self.buffer.back(), Some(Entry::Undecodable { .. })))
     }
-    Ok(written)
+
+    /// Moves the records at the head of the buffer (up to an undecodable
+    /// one) into a write.
+    fn hand_over_batch(&mut self) {
+        let s = self.settings;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut partitions = BTreeSet::new();
+        while let Some(Entry::Record(r)) = self.buffer.front() {
+            if batch.len() >= s.batch_max_records
+                || (!batch.is_empty() && bytes + r.size() > s.batch_max_bytes)
+            {
+                break;
+            }
+            let Some(Entry::Record(r)) = self.buffer.pop_front() else {
+                break;
+            };
+            bytes += r.size();
+            partitions.insert((r.topic.clone(), r.partition));
+            batch.push(r);
+        }
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
+        self.oldest = if self.buffer.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        let Some(sink) = self.sink.take() else {
+            return;
+        };
+        if batch.is_empty() {
+            self.sink = Some(sink);
+            return;
+        }
+        self.in_sink = Some((batch.len(), bytes, partitions));
+        self.writing = Some(write_with_retry(self.name.to_owned(), sink, batch).boxed());
+    }
+
+    /// A write finished: store what it wrote, then stop on a permanent
+    /// failure or finish a revocation that waited for it.
+    async fn written(&mut self, done: Written) -> Result<(), ConnectorError> {
+        let Written {
+            sink,
+            batch,
+            written,
+            permanent,
+        } = done;
+        self.sink = Some(sink);
+        self.in_sink = None;
+        let count = written.iter().filter(|w| **w).count();
+        metrics::counter!(m::SINK_RECORDS_TOTAL, "connector" => self.name.to_owned())
+            .increment(count as u64);
+        // Per partition, the offset of the last record of an unbroken
+        // written prefix.
+        let mut upto: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let mut broken: BTreeSet<TopicPartition> = BTreeSet::new();
+        for (r, ok) in batch.iter().zip(&written) {
+            let tp = (r.topic.clone(), r.partition);
+            if broken.contains(&tp) {
+                continue;
+            }
+            if *ok {
+                upto.insert(tp, r.offset);
+            } else {
+                broken.insert(tp);
+            }
+        }
+        for ((topic, partition), offset) in &upto {
+            if let Err(e) = self.consumer.mark_position(topic, *partition, *offset) {
+                // The partition is no longer ours: its new owner reads from
+                // the last commit (a repeat, never a loss).
+                tracing::warn!(connector = self.name, error = %e, "storing a sink offset failed");
+            }
+        }
+        self.consumer.commit_async();
+        if let Some((i, error)) = permanent {
+            let at = batch.get(i).map_or_else(String::new, SinkRecord::at);
+            return Err(permanent_failure(self.name, &at, &error));
+        }
+        if let Some(r) = self.revoking.take() {
+            self.release(&r.partitions).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a rebalance event (see the module doc).
+    async fn rebalanced(
+        &mut self,
+        event: Rebalance,
+        drain_within: Duration,
+    ) -> Result<(), ConnectorError> {
+        match event {
+            Rebalance::Assigned(partitions) => {
+                for tp in &partitions {
+                    self.revoked.remove(tp);
+                }
+                if self.paused {
+                    self.consumer
+                        .pause(&partitions, true)
+                        .map_err(|e| ConnectorError::internal(e.to_string()))?;
+                }
+            }
+            Rebalance::Revoked { partitions, lost } => {
+                let dropped = self.drop_buffered(&partitions);
+                metrics::counter!(m::SINK_RECORDS_RELEASED_TOTAL, "connector" => self.name.to_owned())
+                    .increment(dropped as u64);
+                let in_sink = self
+                    .in_sink
+                    .as_ref()
+                    .is_some_and(|(_, _, tps)| partitions.iter().any(|tp| tps.contains(tp)));
+                if lost && in_sink {
+                    return Err(ConnectorError::external(format!(
+                        "connector `{}`: partitions {partitions:?} were lost (the group gave them away) while a batch was being written; the batch was abandoned and the connector restarts",
+                        self.name
+                    )));
+                }
+                if in_sink {
+                    tracing::info!(connector = self.name, ?partitions, "partitions revoked; finishing the batch in the sink before releasing them");
+                    self.revoking = Some(Revoking {
+                        partitions,
+                        deadline: Instant::now() + drain_within,
+                    });
+                } else if lost {
+                    self.forget(&partitions);
+                    self.consumer
+                        .release(&partitions)
+                        .map_err(|e| ConnectorError::external(e.to_string()))?;
+                } else {
+                    self.release(&partitions).await?;
+                }
+            }
+            Rebalance::Failed(why) => {
+                return Err(ConnectorError::external(format!(
+                    "connector `{}`: the consumer group failed to rebalance ({why}); restarting",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits what is stored and gives `partitions` back to the group.
+    async fn release(&mut self, partitions: &[TopicPartition]) -> Result<(), ConnectorError> {
+        if let Err(e) = self.consumer.commit().await {
+            tracing::warn!(connector = self.name, error = %e, "committing before releasing revoked partitions failed; their new owner repeats what was written since the last commit");
+        }
+        self.forget(partitions);
+        self.consumer
+            .release(partitions)
+            .map_err(|e| ConnectorError::external(e.to_string()))?;
+        metrics::counter!(m::SINK_PARTITIONS_REVOKED_TOTAL, "connector" => self.name.to_owned())
+            .increment(partitions.len() as u64);
+        Ok(())
+    }
+
+    fn forget(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.next_offsets.remove(tp);
+            self.revoked.insert(tp.clone());
+        }
+    }
+
+    /// Drops buffered records of `partitions`; returns how many.
+    fn drop_buffered(&mut self, partitions: &[TopicPartition]) -> usize {
+        let before = self.buffer.len();
+        self.buffer.retain(|e| !e.in_partitions(partitions));
+        self.buffered_bytes = self.buffer.iter().map(Entry::size).sum();
+        if self.buffer.is_empty() {
+            self.oldest = None;
+        }
+        for tp in partitions {
+            self.revoked.insert(tp.clone());
+        }
+        before - self.buffer.len()
+    }
+
+    fn pause_all(&self, pause: bool) -> Result<(), ConnectorError> {
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(|e| ConnectorError::internal(e.to_string()))?;
+        self.consumer
+            .pause(&assigned, pause)
+            .map_err(|e| ConnectorError::internal(format!("pausing/resuming partitions: {e}")))
+    }
+
+    fn transient(&mut self, e: &rdkafka::error::KafkaError) {
+        let due = self
+            .last_transient_log
+            .is_none_or(|t| t.elapsed() >= TRANSIENT_LOG_EVERY);
+        if due {
+            self.last_transient_log = Some(Instant::now());
+            tracing::warn!(connector = self.name, error = %e, "Kafka consumer error; librdkafka recovers by itself, the sink carries on");
+        }
+    }
 }
 
-/// A consumed message as the sink sees it.
-async fn decode(codecs: &Codecs, msg: OwnedMessage) -> Result<SinkRecord, ConnectorError> {
+/// The connector's final error for a record that failed for good.
+fn permanent_failure(name: &str, at: &str, error: &ConnectorError) -> ConnectorError {
+    metrics::counter!(m::SINK_ERRORS_TOTAL, "connector" => name.to_owned(), "stage" => "sending")
+        .increment(1);
+    ConnectorError {
+        message: format!(
+            "connector `{name}`: record {at} failed for good: {}; the connector stops here (records before it are committed)",
+            error.message
+        ),
+        ..error.clone()
+    }
+}
+
+/// Writes `batch`, retrying with backoff the records not yet written while
+/// the failures may pass; stops at the first permanent failure.
+async fn write_with_retry(name: String, mut sink: BoxedSink, batch: Vec<SinkRecord>) -> Written {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut written = vec![false; batch.len()];
+    loop {
+        let pending: Vec<usize> = (0..batch.len()).filter(|i| !written[*i]).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let result = if pending.len() == batch.len() {
+            sink.0.write(&batch).await
+        } else {
+            let retry: Vec<SinkRecord> = pending.iter().map(|i| batch[*i].clone()).collect();
+            sink.0.write(&retry).await
+        };
+        let failure = match result {
+            Ok(()) => {
+                for i in pending {
+                    written[i] = true;
+                }
+                break;
+            }
+            Err(f) => f,
+        };
+        metrics::counter!(m::SINK_ERRORS_TOTAL, "connector" => name.clone(), "stage" => "sending")
+            .increment(1);
+        let mut first_error: Option<(usize, ConnectorError)> = None;
+        for (i, outcome) in pending.iter().zip(failure.into_outcomes(pending.len())) {
+            match outcome {
+                RecordOutcome::Written => written[*i] = true,
+                RecordOutcome::Failed(e) => {
+                    if !e.is_retryable() {
+                        return Written {
+                            sink,
+                            batch,
+                            written,
+                            permanent: Some((*i, e)),
+                        };
+                    }
+                    first_error.get_or_insert((*i, e));
+                }
+                RecordOutcome::NotAttempted => {}
+            }
+        }
+        let wait = backoff.next_delay();
+        match &first_error {
+            Some((i, e)) => {
+                tracing::warn!(connector = %name, error = %e, at = %batch[*i].at(), retry_in = ?wait, "sink write failed; retrying the records not written");
+            }
+            None => {
+                tracing::warn!(connector = %name, retry_in = ?wait, "sink wrote part of a batch without saying why; retrying the rest");
+            }
+        }
+        tokio::time::sleep(wait).await;
+    }
+    Written {
+        sink,
+        batch,
+        written,
+        permanent: None,
+    }
+}
+
+/// A consumed message as the sink sees it; a value that cannot be decoded
+/// for good becomes an `Undecodable` entry (in its place in the stream).
+async fn decode(codecs: &Codecs, msg: &BorrowedMessage<'_>) -> Result<Entry, ConnectorError> {
     let at = format!("{}/{}@{}", msg.topic(), msg.partition(), msg.offset());
     let headers: Vec<(String, Vec<u8>)> = msg
         .headers()
@@ -349,7 +649,13 @@ async fn decode(codecs: &Codecs, msg: OwnedMessage) -> Result<SinkRecord, Connec
             Err(e) if e.is_retryable() => {
                 return Err(ConnectorError::external(format!("decoding {at}: {e}")))
             }
-            Err(e) => return Err(ConnectorError::user(format!("decoding {at}: {e}"))),
+            Err(e) => {
+                return Ok(Entry::Undecodable {
+                    partition: (msg.topic().to_owned(), msg.partition()),
+                    error: ConnectorError::user(format!("cannot decode the value: {e}")),
+                    at,
+                })
+            }
         },
         Some(b) => match std::str::from_utf8(b) {
             Ok(text) => serde_json::from_str(text)
@@ -363,7 +669,7 @@ async fn decode(codecs: &Codecs, msg: OwnedMessage) -> Result<SinkRecord, Connec
         Ok(s) => s.to_owned(),
         Err(_) => base64::engine::general_purpose::STANDARD.encode(k),
     });
-    Ok(SinkRecord {
+    Ok(Entry::Record(SinkRecord {
         topic: msg.topic().to_owned(),
         partition: msg.partition(),
         offset: msg.offset(),
@@ -373,5 +679,82 @@ async fn decode(codecs: &Codecs, msg: OwnedMessage) -> Result<SinkRecord, Connec
         raw: msg.payload().map(<[u8]>::to_vec),
         headers,
         correlation_id,
-    })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::{Sink, SinkFailure};
+    use std::sync::{Arc, Mutex};
+
+    fn record(partition: i32, offset: i64) -> SinkRecord {
+        SinkRecord {
+            topic: "t".into(),
+            partition,
+            offset,
+            timestamp: None,
+            key: None,
+            value: serde_json::Value::Null,
+            raw: None,
+            headers: Vec::new(),
+            correlation_id: String::new(),
+        }
+    }
+
+    /// Fails as scripted, then writes; remembers every record it was handed.
+    struct Scripted {
+        script: VecDeque<Box<dyn Fn(usize) -> SinkFailure + Send>>,
+        seen: Arc<Mutex<Vec<Vec<i64>>>>,
+    }
+
+    impl Sink for Scripted {
+        async fn write(&mut self, batch: &[SinkRecord]) -> Result<(), SinkFailure> {
+            self.seen
+                .lock()
+                .expect("lock")
+                .push(batch.iter().map(|r| r.offset).collect());
+            match self.script.pop_front() {
+                Some(f) => Err(f(batch.len())),
+                None => Ok(()),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_rewrite_only_what_was_not_written() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Scripted {
+            script: VecDeque::from([Box::new(|n| {
+                SinkFailure::at(n, 2, ConnectorError::external("503"))
+            }) as Box<dyn Fn(usize) -> SinkFailure + Send>]),
+            seen: Arc::clone(&seen),
+        };
+        let batch = (0..4).map(|o| record(0, o)).collect();
+        let done = write_with_retry("s".into(), BoxedSink::new(sink), batch).await;
+        assert!(done.permanent.is_none());
+        assert_eq!(done.written, vec![true; 4]);
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            vec![vec![0, 1, 2, 3], vec![2, 3]],
+            "the second attempt carries only the records not written"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_stops_retrying_and_keeps_what_was_written() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Scripted {
+            script: VecDeque::from([Box::new(|n| {
+                SinkFailure::at(n, 1, ConnectorError::user("400"))
+            }) as Box<dyn Fn(usize) -> SinkFailure + Send>]),
+            seen: Arc::clone(&seen),
+        };
+        let batch = (0..3).map(|o| record(0, o)).collect();
+        let done = write_with_retry("s".into(), BoxedSink::new(sink), batch).await;
+        assert_eq!(done.written, vec![true, false, false]);
+        assert!(matches!(&done.permanent, Some((1, e)) if !e.is_retryable()));
+        assert_eq!(seen.lock().expect("lock").len(), 1, "no retry of a 400");
+    }
+
 }

@@ -5,6 +5,10 @@
 //! crash the source resumes at or before the first record Kafka may not
 //! have: nothing is lost; records between the last stored position and the
 //! crash are produced again (the duplicate window is one poll batch).
+//!
+//! A batch's records go into librdkafka's queue one after another, so they
+//! keep their order per partition (and per key) even while the queue is
+//! full; then the task waits for every acknowledgement.
 
 use super::headers;
 use super::offsets::OffsetStore;
@@ -15,6 +19,7 @@ use crate::schema::AvroCodec;
 use crate::source::{BoxedSource, Poll, Position, SourceContext, SourceRecord};
 use crate::telemetry::metrics as m;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Where a source's records go.
 #[derive(Clone)]
@@ -41,6 +46,7 @@ pub(crate) async fn run(
     producer: &KafkaProducer,
     offsets: &OffsetStore,
     shutdown: &Shutdown,
+    stop_budget: Duration,
 ) -> Result<Exit, ConnectorError> {
     let ctx = SourceContext {
         name: name.to_owned(),
@@ -61,26 +67,46 @@ pub(crate) async fn run(
             _ = shutdown.cancelled() => return Ok(Exit::Stopped),
             p = source.0.poll(&ctx) => p?,
         };
-        match polled {
+        let durable = match polled {
             Poll::Done => return Ok(Exit::Completed),
             Poll::Idle(wait) => {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(Exit::Stopped),
                     _ = tokio::time::sleep(wait) => {}
                 }
+                continue;
             }
-            Poll::Records(records) if records.is_empty() => {}
-            // A returned batch is delivered even during shutdown: it is the drain.
+            Poll::Records(records) if records.is_empty() => continue,
+            Poll::Checkpoint {
+                partition,
+                position,
+            } => BTreeMap::from([(partition, position)]),
+            // A returned batch is delivered even during shutdown (it is the
+            // drain), but no longer than the stop budget allows: past it,
+            // nothing of the batch is marked durable and it is produced
+            // again after the restart.
             Poll::Records(records) => {
-                let durable = deliver(name, records, target, producer).await?;
-                for (partition, position) in durable {
-                    offsets
-                        .store(name, &partition, &position)
-                        .await
-                        .map_err(|e| ConnectorError::external(e.to_string()))?;
-                    source.0.durable(&partition, &position).await?;
+                let delivering = deliver(name, records, target, producer);
+                tokio::pin!(delivering);
+                let budget = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(stop_budget).await;
+                };
+                tokio::select! {
+                    d = &mut delivering => d?,
+                    () = budget => {
+                        tracing::warn!(connector = name, within = ?stop_budget, "Kafka did not acknowledge the source's batch before the stop budget ran out; it is produced again after restart");
+                        return Ok(Exit::Stopped);
+                    }
                 }
             }
+        };
+        for (partition, position) in durable {
+            offsets
+                .store(name, &partition, &position)
+                .await
+                .map_err(|e| ConnectorError::external(e.to_string()))?;
+            source.0.durable(&partition, &position).await?;
         }
     }
 }
@@ -93,9 +119,10 @@ async fn deliver(
     target: &SourceTarget,
     producer: &KafkaProducer,
 ) -> Result<BTreeMap<String, Position>, ConnectorError> {
-    let mut sends = Vec::with_capacity(records.len());
+    let mut pending = Vec::with_capacity(records.len());
     let mut meta = Vec::with_capacity(records.len());
     let mut refused = None;
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
     for (i, mut r) in records.into_iter().enumerate() {
         let payload = match target.codec.encode(&r.value) {
             Ok(p) => p,
@@ -134,19 +161,34 @@ async fn deliver(
             ),
         ];
         hs.append(&mut r.headers);
-        sends.push(producer.send(OutgoingRecord {
-            topic: target.topic.clone(),
-            key: r.key.take().map(String::into_bytes),
-            payload: Some(payload),
-            headers: hs,
-            partition: None,
-        }));
-        meta.push((r.partition, r.position, r.ack));
+        // One at a time into librdkafka's queue, so the batch keeps its
+        // order even when the queue is full (backpressure waits here).
+        let enqueued = producer
+            .enqueue(OutgoingRecord {
+                topic: target.topic.clone(),
+                key: r.key.take().map(String::into_bytes),
+                payload: Some(payload),
+                headers: hs,
+                partition: None,
+            })
+            .await;
+        match enqueued {
+            Ok(p) => {
+                pending.push(p.delivered());
+                meta.push((r.partition, r.position, r.ack));
+            }
+            Err(e) => {
+                if let Some(ack) = r.ack.take() {
+                    let _ = ack.send(Err(e.to_string()));
+                }
+                failed.entry(r.partition).or_insert_with(|| e.to_string());
+                break;
+            }
+        }
     }
     // Records before a refused one still go out, and their positions count.
-    let results = futures::future::join_all(sends).await;
+    let results = futures::future::join_all(pending).await;
     let mut durable = BTreeMap::new();
-    let mut failed: BTreeMap<String, String> = BTreeMap::new();
     let mut written = 0u64;
     for ((partition, position, ack), result) in meta.into_iter().zip(results) {
         match result {

@@ -1,10 +1,13 @@
 //! Connector tasks and their lifecycle.
 //!
 //! Each connector runs as a supervised task: RUNNING; PAUSED while a sink
-//! waits for its target; FAILED with the reason when an attempt fails, then
-//! RESTARTING after a backoff (1 s doubling to 60 s, jittered; reset after
-//! a minute of healthy running) rather than staying FAILED until someone
-//! notices; STOPPED at shutdown; COMPLETED when a batch source finishes.
+//! waits for its target; RESTARTING after a failure that may pass (a peer
+//! down, a timeout), after a backoff (1 s doubling to 60 s, jittered; reset
+//! after a minute of healthy running) rather than staying down until
+//! someone notices; FAILED, for good, after a failure that will not pass by
+//! trying again (a record that cannot be written, a refused credential):
+//! restarting would only repeat it, and rewrite what came before; STOPPED
+//! at shutdown; COMPLETED when a batch source finishes.
 //! Each attempt runs in a task of its own, so even a panic in a connector
 //! is contained: it fails that connector, never the others.
 
@@ -13,6 +16,7 @@ use super::Shutdown;
 use crate::error::ConnectorError;
 use crate::resilience::Backoff;
 use crate::telemetry::metrics as m;
+use crate::telemetry::redact;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -95,7 +99,9 @@ pub struct TaskHandle {
 impl TaskHandle {
     pub fn paused(&self, reason: String) {
         self.statuses
-            .update(&self.name, |s| s.state = TaskState::Paused { reason });
+            .update(&self.name, |s| s.state = TaskState::Paused {
+                reason: redact::scrub(&reason).into_owned(),
+            });
     }
 
     pub fn running(&self) {
@@ -129,7 +135,9 @@ where
         loop {
             handle.running();
             let started = tokio::time::Instant::now();
-            let outcome = match tokio::spawn(attempt(handle.clone())).await {
+            // Aborted with the supervisor: an attempt never outlives it.
+            let mut running = AbortOnDrop(tokio::spawn(attempt(handle.clone())));
+            let outcome = match (&mut running.0).await {
                 Ok(r) => r,
                 Err(e) if e.is_panic() => Err(ConnectorError::internal(format!(
                     "connector `{name}` panicked: {}",
@@ -152,11 +160,28 @@ where
             if started.elapsed() >= HEALTHY_AFTER {
                 backoff.reset();
             }
+            // Statuses are shown on `/connectors`: never with a secret in them.
+            let reason = redact::scrub(&error.to_string()).into_owned();
+            if !error.is_retryable() {
+                tracing::error!(connector = %name, error = %error, domain = ?error.domain, "connector failed for good; it is not restarted");
+                metrics::counter!(m::CONNECTOR_FAILURES_TOTAL, "connector" => name.clone())
+                    .increment(1);
+                statuses.update(&name, |s| {
+                    s.state = if shutdown.is_cancelled() {
+                        TaskState::Stopped
+                    } else {
+                        TaskState::Failed {
+                            reason: reason.clone(),
+                        }
+                    };
+                    s.last_error = Some(reason);
+                });
+                return;
+            }
             let wait = backoff.next_delay();
             tracing::error!(connector = %name, error = %error, domain = ?error.domain, restart_in = ?wait, "connector failed");
             metrics::counter!(m::CONNECTOR_RESTARTS_TOTAL, "connector" => name.clone())
                 .increment(1);
-            let reason = error.to_string();
             statuses.update(&name, |s| {
                 s.state = TaskState::Failed {
                     reason: reason.clone(),
@@ -183,6 +208,15 @@ where
             }
         }
     })
+}
+
+/// A task handle that aborts its task when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -228,6 +262,31 @@ mod tests {
             .last_error
             .as_deref()
             .is_some_and(|e| e.contains("bug in connector")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_ends_in_failed_without_a_restart() {
+        let statuses = Statuses::default();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&attempts);
+        let task = supervise(
+            "poisoned".into(),
+            "sink",
+            statuses.clone(),
+            Shutdown::new(),
+            move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Err(ConnectorError::user("record t/0@4 failed for good: HTTP 400")) }
+            },
+        );
+        task.await.expect("supervisor itself never panics");
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "no restart loop");
+        let s = &statuses.snapshot()[0];
+        assert!(
+            matches!(&s.state, TaskState::Failed { reason } if reason.contains("t/0@4")),
+            "{s:?}"
+        );
+        assert_eq!(s.restarts, 0);
     }
 
     #[tokio::test(start_paused = true)]

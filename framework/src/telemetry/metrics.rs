@@ -11,6 +11,14 @@ pub const KAFKA_PRODUCED_BYTES_TOTAL: &str = "ferry_kafka_produced_bytes_total";
 pub const KAFKA_PRODUCE_ERRORS_TOTAL: &str = "ferry_kafka_produce_errors_total";
 /// Records received from Kafka.
 pub const KAFKA_CONSUMED_RECORDS_TOTAL: &str = "ferry_kafka_consumed_records_total";
+/// Non-fatal errors a consumer reported (a broker transport failure, a
+/// coordinator moving); the consumer carries on.
+pub const KAFKA_CONSUME_ERRORS_TOTAL: &str = "ferry_kafka_consume_errors_total";
+/// Partitions a sink gave back to its group after a revocation, by `connector`.
+pub const SINK_PARTITIONS_REVOKED_TOTAL: &str = "ferry_sink_partitions_revoked_total";
+/// Records a sink dropped unwritten because their partition was revoked
+/// (the new owner reads them from the committed offset), by `connector`.
+pub const SINK_RECORDS_RELEASED_TOTAL: &str = "ferry_sink_records_released_total";
 /// `_schemas` records the registry could not read (written by something else, or garbled).
 pub const SCHEMA_LOG_SKIPPED_RECORDS_TOTAL: &str = "ferry_schema_log_skipped_records_total";
 /// Schema registry HTTP requests answered, by `status` class (2xx, 4xx, 5xx).
@@ -27,6 +35,8 @@ pub const SINK_ERRORS_TOTAL: &str = "ferry_sink_errors_total";
 pub const SINK_IN_FLIGHT_RECORDS: &str = "ferry_sink_in_flight_records";
 /// Connector task restarts after a failure, by `connector`.
 pub const CONNECTOR_RESTARTS_TOTAL: &str = "ferry_connector_restarts_total";
+/// Connectors stopped for good by a failure that retrying cannot fix, by `connector`.
+pub const CONNECTOR_FAILURES_TOTAL: &str = "ferry_connector_failures_total";
 /// Always 1; labels carry the version.
 pub const BUILD_INFO: &str = "ferry_build_info";
 /// 1 while the last readiness probe reached Kafka, else 0.

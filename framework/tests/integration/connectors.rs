@@ -162,7 +162,7 @@ async fn pushed_records_are_acknowledged_only_once_durable_and_a_batch_source_co
     assert_eq!(position, Some(serde_json::json!({"n": 4})));
 
     running
-        .shutdown(Duration::from_secs(10))
+        .shutdown()
         .await
         .expect("stops");
     broker.stop().await;

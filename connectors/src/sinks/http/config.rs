@@ -15,6 +15,8 @@ pub struct HttpSinkConfig {
     /// Placeholders: `key`, `topic`, `partition`, `offset`,
     /// `correlation_id`, `value.<field>.<field>`; substituted values are
     /// percent-encoded.
+    /// May hold secret references (`?key=${env:API_KEY}`).
+    #[serde(deserialize_with = "ferry::config::secret::embedded")]
     pub url: String,
     /// `POST` (default), `PUT`, `PATCH`, `DELETE` or `GET`.
     #[serde(default = "post")]
@@ -36,6 +38,12 @@ pub struct HttpSinkConfig {
     /// Per request.
     #[serde(default = "thirty_seconds", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Follow `307` and `308` redirects, which re-send the same method and
+    /// body. Off by default: any 3xx is then a permanent failure. `301`,
+    /// `302` and `303` are never followed (a client would turn the request
+    /// into a bodyless GET, and its answer would count as delivered).
+    #[serde(default)]
+    pub follow_redirects: bool,
     /// Consumer group (default `ferry-sink-<connector name>`).
     #[serde(default)]
     pub group_id: Option<String>,

@@ -2,6 +2,12 @@
 //! (a JSON array). 2xx is success; anything else is a failure carrying the
 //! status, retryable for 408, 429 and 5xx. Retries, backoff and (later)
 //! dead-lettering are the runtime's: the sink only reports.
+//!
+//! Redirects are never followed by default: a client following `302` turns
+//! a POST into a bodyless GET whose `200` would count as delivered. A 3xx
+//! is a permanent failure. With `follow_redirects: true`, `307` and `308`
+//! (which keep the method and body, and reqwest re-sends the body) are
+//! followed; `301`, `302` and `303` still fail.
 
 use super::config::{Body, HttpSinkConfig, IdempotencyKey};
 use super::template::{render_body, Template};
@@ -38,6 +44,7 @@ impl HttpSink {
             .map_err(ConnectorError::user)?;
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
+            .redirect(redirect_policy(cfg.follow_redirects))
             .build()
             .map_err(|e| ConnectorError::internal(format!("HTTP client: {e}")))?;
         Ok(Self {
@@ -121,6 +128,26 @@ impl HttpSink {
             if (200..300).contains(&status) {
                 return Ok(());
             }
+            if (300..400).contains(&status) {
+                let location = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("nowhere");
+                let hint = if matches!(status, 307 | 308) && !self.cfg.follow_redirects {
+                    "; set `follow_redirects: true` to follow 307/308, which re-send the body"
+                } else {
+                    ""
+                };
+                return Err(ConnectorError::http_status(
+                    status,
+                    format!(
+                        "{what} {}: HTTP {status}, a redirect to {}, not followed: the record is not delivered{hint}",
+                        ferry::telemetry::redact::url(&url),
+                        ferry::telemetry::redact::url(location)
+                    ),
+                ));
+            }
             if status == 401 && attempt == 0 && self.cfg.auth.is_some() {
                 self.auth.invalidate();
                 continue;
@@ -134,6 +161,24 @@ impl HttpSink {
     }
 }
 
+/// No redirects; or, opted in, only those that re-send method and body.
+fn redirect_policy(follow: bool) -> reqwest::redirect::Policy {
+    if !follow {
+        return reqwest::redirect::Policy::none();
+    }
+    reqwest::redirect::Policy::custom(|attempt| {
+        let keeps_body = matches!(attempt.status().as_u16(), 307 | 308);
+        if keeps_body && attempt.previous().len() < MAX_REDIRECTS {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// Redirect hops followed at most (opted in).
+const MAX_REDIRECTS: usize = 5;
+
 impl Sink for HttpSink {
     async fn write(&mut self, batch: &[SinkRecord]) -> Result<(), SinkFailure> {
         if self.cfg.batch.is_some() {
@@ -141,13 +186,13 @@ impl Sink for HttpSink {
             return self
                 .send(batch, body)
                 .await
-                .map_err(SinkFailure::none_written);
+                .map_err(|e| SinkFailure::batch(batch.len(), e));
         }
         for (i, r) in batch.iter().enumerate() {
             let body = self.body(r);
             self.send(std::slice::from_ref(r), body)
                 .await
-                .map_err(|error| SinkFailure { written: i, error })?;
+                .map_err(|error| SinkFailure::at(batch.len(), i, error))?;
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{post, put};
 use axum::{Json, Router};
+use ferry::error::ConnectorError;
 use ferry::sink::{Sink, SinkRecord};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -135,21 +136,26 @@ async fn failures_say_how_far_the_batch_got_and_whether_to_retry() {
         record(3, "never", json!({})),
     ];
     let f = s.write(&batch).await.expect_err("503");
-    assert_eq!(f.written, 1, "the first record is safely written");
-    assert!(f.error.is_retryable());
-    assert_eq!(f.error.status, Some(503));
+    assert_eq!(f.written_prefix(), 1, "the first record is safely written");
+    let e = f.first_error().expect("an error");
+    assert!(e.is_retryable());
+    assert_eq!(e.status, Some(503));
 
     let f = s
         .write(&[record(4, "bad", json!({"fail": 400}))])
         .await
         .expect_err("400");
-    assert!(!f.error.is_retryable(), "a 400 will not change by retrying");
-    assert!(f.error.to_string().contains("HTTP 400"), "{}", f.error);
+    let e = f.first_error().expect("an error");
+    assert!(!e.is_retryable(), "a 400 will not change by retrying");
+    assert!(e.to_string().contains("HTTP 400"), "{e}");
 
     let mut unreachable = sink(json!({"topic": "contacts", "url": "http://127.0.0.1:9/x"}));
     let f = unreachable
         .write(&[record(5, "k", json!({}))])
         .await
         .expect_err("no server");
-    assert!(f.error.is_retryable(), "a peer that is down may come back");
+    assert!(
+        f.first_error().is_some_and(ConnectorError::is_retryable),
+        "a peer that is down may come back"
+    );
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct HttpPollConfig {
     /// The endpoint, e.g. `https://crm.example.com/api/contacts`.
+    /// May hold secret references (`?key=${env:API_KEY}`).
+    #[serde(deserialize_with = "ferry::config::secret::embedded")]
     pub url: String,
     /// Topic the envelopes go to; created at startup if absent.
     pub topic: String,
@@ -58,9 +60,15 @@ pub struct HttpPollConfig {
     /// Per request.
     #[serde(default = "thirty_seconds", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Most pages fetched in one poll (a runaway paginator stops here).
+    /// Most pages fetched in one go. A cycle with more pages pauses there
+    /// for `interval` and then goes on from the page where it stopped (a
+    /// runaway paginator cannot monopolise the API); nothing is skipped.
     #[serde(default = "thousand")]
     pub max_pages: u32,
+    /// Largest response body read, in bytes; a larger answer fails the poll
+    /// (naming the URL and the limit) instead of filling memory.
+    #[serde(default = "sixteen_mib")]
+    pub max_response_bytes: usize,
 }
 
 /// How requests authenticate.
@@ -129,7 +137,13 @@ pub struct Incremental {
     pub field: String,
     /// Query parameter that sends it back (e.g. `updated_since`). The API must
     /// return items whose field is *greater than or equal to* it, so items
-    /// sharing the boundary value are fetched again rather than lost.
+    /// sharing the boundary value are fetched again rather than lost, and
+    /// must return them in ascending order of the field with keyset
+    /// pagination (`cursor`, `next_url` or `link_header`): then a change made
+    /// during a cycle moves its item to the end, where the cycle still reads
+    /// it. Ferry checks the order on every item and stops the connector
+    /// (FAILED, naming the item) when it is broken, rather than move the
+    /// cursor past changes it never saw.
     pub param: String,
     /// The value for the very first poll (unset: no parameter, everything).
     #[serde(default)]
@@ -147,6 +161,9 @@ fn thirty_seconds() -> Duration {
 }
 fn thousand() -> u32 {
     1000
+}
+fn sixteen_mib() -> usize {
+    16 << 20
 }
 fn default_event_type() -> String {
     "record".to_owned()

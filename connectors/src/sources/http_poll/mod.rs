@@ -42,6 +42,26 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
     if cfg.interval.is_zero() {
         return Err(ctx.invalid("interval", "must be more than 0s"));
     }
+    if cfg.max_pages == 0 {
+        return Err(ctx.invalid("max_pages", "must be at least 1"));
+    }
+    if let Some(inc) = &cfg.incremental {
+        if !inc.field.starts_with('/') {
+            return Err(ctx.invalid(
+                "incremental.field",
+                format!("`{}` is not a JSON pointer (they start with `/`)", inc.field),
+            ));
+        }
+        if matches!(
+            cfg.pagination,
+            Some(config::Pagination::Page { .. } | config::Pagination::Offset { .. })
+        ) {
+            return Err(ctx.invalid(
+                "pagination.type",
+                "`incremental` needs keyset pagination (`cursor`, `next_url` or `link_header`): with page numbers or offsets, an item that changes during a cycle shifts the items after it, one of them is skipped at a page boundary, and the cursor then moves past it for good",
+            ));
+        }
+    }
     let mut topic_config = BTreeMap::new();
     if let Some(r) = cfg.retention {
         topic_config.insert("retention.ms".to_owned(), r.as_millis().to_string());

@@ -1,14 +1,29 @@
 //! The polling loop's single step: fetch one page, turn its items into
 //! envelopes, work out the next page and the position.
 //!
-//! A poll *cycle* walks every page once. With `incremental`, the request
+//! A poll *cycle* walks every page once. With `incremental`, each request
 //! carries the cursor the cycle started from, and the largest value of the
-//! incremental field seen becomes the next cursor. Every record of a cycle
-//! carries the start cursor as its position except the cycle's very last,
-//! which carries the new one: a crash anywhere in a cycle repeats the cycle
-//! (duplicates, never a gap), whatever order the API returns items in. To
-//! know which record is last, a page's records are held until the next page
-//! (or the end) is known.
+//! incremental field seen becomes the next cycle's cursor.
+//!
+//! **Positions.** Each page's last record carries where the cycle stands
+//! after it: `{"cursor": <start>, "cycle": {"max", "next", "pages"}}` (the
+//! request for the next page, and the largest value seen so far); the last
+//! page's carries `{"cursor": <new cursor>}`. A page with no records is a
+//! checkpoint of its own. The runtime stores each once Kafka has the page,
+//! so a restart resumes at the page after the last one delivered, within
+//! the same cycle (and the cursor still moves only when a cycle completes).
+//! A kill repeats at most the page in flight. If the stored page request is
+//! refused after a restart (an expired page token), the cycle starts over
+//! from its start cursor: repeats, never a gap.
+//!
+//! **Order.** Incremental sync is only safe when the API returns items in
+//! ascending order of the field: each item is checked, and an item below
+//! the one before it stops the connector (FAILED, naming both values),
+//! because moving the cursor past it would skip changes for good.
+//!
+//! **Event ids.** An envelope's `id` is derived from the connector, the
+//! item's key and its content ([`EventEnvelope::event_id`]): the same item
+//! fetched twice is the same event, so consumers drop repeats by `id`.
 
 use super::config::{HttpPollConfig, Pagination};
 use crate::http::auth::Authenticator;
@@ -17,9 +32,11 @@ use ferry::error::ConnectorError;
 use ferry::schema::envelope::{now_millis, EventEnvelope};
 use ferry::schema::json::kind;
 use ferry::source::{Poll, Position, Positions, Source, SourceContext, SourceRecord};
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The one source partition of an `http_poll` connector: its endpoint.
 const PARTITION: &str = "endpoint";
@@ -29,7 +46,7 @@ pub struct HttpPollSource {
     cfg: HttpPollConfig,
     client: reqwest::Client,
     auth: Authenticator,
-    /// The durable incremental cursor (what the next cycle starts from).
+    /// The incremental cursor the next cycle starts from.
     cursor: Option<Json>,
     etag: Option<String>,
     cycle: Option<Cycle>,
@@ -60,23 +77,41 @@ fn next_fire(cron: &croner::Cron) -> Option<Instant> {
 
 /// One walk through the pages.
 struct Cycle {
+    /// The incremental cursor every request of the cycle carries.
     start: Option<Json>,
+    /// The largest incremental value seen so far.
     max: Option<Json>,
+    /// The incremental value of the item before (the order check).
+    last: Option<Json>,
     next: Option<Request>,
-    held: Vec<SourceRecord>,
+    /// Pages read in this cycle.
     pages: u32,
+    /// Pages read since the cycle last paused for `max_pages`.
+    round: u32,
     etag: Option<String>,
     /// Hashes of the items whose incremental value equals `max`.
     at_max: HashSet<u64>,
+    /// Continued from a stored position: a refused first request starts
+    /// the cycle over instead of failing.
+    resumed: bool,
 }
 
 /// The next page to ask for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum Request {
     /// The configured URL with extra query parameters.
     Params(Vec<(String, String)>),
     /// A full URL from the API (next link).
     Url(String),
+}
+
+/// Where an unfinished cycle stands, as stored in a position.
+#[derive(Debug, Serialize, Deserialize)]
+struct CycleState {
+    max: Option<Json>,
+    next: Request,
+    pages: u32,
 }
 
 impl HttpPollSource {
@@ -131,7 +166,12 @@ impl HttpPollSource {
         Request::Params(params)
     }
 
-    async fn fetch(&mut self, request: &Request, first: bool) -> Result<Page, ConnectorError> {
+    async fn fetch(
+        &mut self,
+        request: &Request,
+        since: Option<&Json>,
+        first: bool,
+    ) -> Result<Page, ConnectorError> {
         let (url, params) = match request {
             Request::Url(u) => (u.clone(), Vec::new()),
             Request::Params(p) => {
@@ -142,11 +182,7 @@ impl HttpPollSource {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 if let Some(inc) = &self.cfg.incremental {
-                    let since = self
-                        .cursor
-                        .as_ref()
-                        .map(scalar)
-                        .or_else(|| inc.initial.clone());
+                    let since = since.map(scalar).or_else(|| inc.initial.clone());
                     if let Some(since) = since {
                         all.push((inc.param.clone(), since));
                     }
@@ -190,15 +226,20 @@ impl HttpPollSource {
                 .filter_map(|v| v.to_str().ok())
                 .find_map(next_link);
             let final_url = resp.url().to_string();
-            let body = resp
-                .text()
-                .await
-                .map_err(|e| transport_error("polling", &url, &e))?;
+            let body = read_capped(resp, self.cfg.max_response_bytes, &url).await?;
             if !(200..300).contains(&status) {
-                return Err(status_error("polling", &url, status, &body));
+                return Err(status_error(
+                    "polling",
+                    &url,
+                    status,
+                    &String::from_utf8_lossy(&body),
+                ));
             }
-            let json: Json = serde_json::from_str(&body).map_err(|e| {
-                ConnectorError::external(format!("polling {url}: the answer is not JSON: {e}"))
+            let json: Json = serde_json::from_slice(&body).map_err(|e| {
+                ConnectorError::external(format!(
+                    "polling {}: the answer is not JSON: {e}",
+                    ferry::telemetry::redact::url(&url)
+                ))
             })?;
             return Ok(Page::Body {
                 json,
@@ -217,7 +258,6 @@ impl HttpPollSource {
         item: &Json,
         payload: Vec<u8>,
         url: &str,
-        position: Position,
     ) -> Result<SourceRecord, ConnectorError> {
         let key = match &self.cfg.key {
             None => None,
@@ -239,9 +279,11 @@ impl HttpPollSource {
             .as_ref()
             .and_then(|p| item.pointer(p))
             .and_then(epoch_millis);
-        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let id = EventEnvelope::event_id(&self.name, key.as_deref(), &payload);
+        // A repeat of the event carries the same correlation id as well.
+        let correlation_id = id.to_string();
         let envelope = EventEnvelope {
-            id: uuid::Uuid::new_v4(),
+            id,
             source: self.name.clone(),
             event_type: self.cfg.event_type.clone(),
             occurred_at,
@@ -249,10 +291,13 @@ impl HttpPollSource {
             correlation_id: correlation_id.clone(),
             content_type: "application/json".to_owned(),
             payload,
-            attributes: HashMap::from([("url".to_owned(), url.to_owned())]),
+            attributes: HashMap::from([(
+                "url".to_owned(),
+                ferry::telemetry::redact::url(url),
+            )]),
         };
         Ok(
-            SourceRecord::new(PARTITION, position, envelope.into_value())
+            SourceRecord::new(PARTITION, Json::Null, envelope.into_value())
                 .with_key(key)
                 .with_correlation_id(correlation_id),
         )
@@ -334,12 +379,35 @@ impl Source for HttpPollSource {
         _ctx: &SourceContext,
         resume: Positions,
     ) -> Result<(), ConnectorError> {
-        self.cursor = resume
-            .get(PARTITION)
+        let position = resume.get(PARTITION);
+        self.cursor = position
             .and_then(|p| p.get("cursor"))
             .filter(|c| !c.is_null())
             .cloned();
-        self.cycle = None;
+        self.cycle = position
+            .and_then(|p| p.get("cycle"))
+            .filter(|c| !c.is_null())
+            .and_then(|c| match serde_json::from_value::<CycleState>(c.clone()) {
+                Ok(state) => Some(state),
+                Err(e) => {
+                    tracing::warn!(connector = %self.name, error = %e, "the stored position's cycle is not readable; starting a new cycle");
+                    None
+                }
+            })
+            .map(|state| {
+                tracing::info!(connector = %self.name, pages = state.pages, "resuming a poll cycle where it stopped");
+                Cycle {
+                    start: self.cursor.clone(),
+                    last: state.max.clone(),
+                    max: state.max,
+                    next: Some(state.next),
+                    pages: state.pages,
+                    round: 0,
+                    etag: None,
+                    at_max: HashSet::new(),
+                    resumed: true,
+                }
+            });
         self.next_run = self.schedule.as_ref().and_then(next_fire);
         Ok(())
     }
@@ -359,24 +427,31 @@ impl Source for HttpPollSource {
                         return Ok(Poll::Idle(due - now));
                     }
                 }
-                Cycle {
-                    start: self.cursor.clone(),
-                    max: self.cursor.clone(),
-                    next: Some(self.first_request()),
-                    held: Vec::new(),
-                    pages: 0,
-                    etag: None,
-                    at_max: HashSet::new(),
-                }
+                self.new_cycle()
             }
         };
+        if cycle.round >= self.cfg.max_pages {
+            tracing::info!(connector = %self.name, pages = cycle.pages, max_pages = self.cfg.max_pages, "max_pages reached; the cycle goes on from the next page after `interval`");
+            cycle.round = 0;
+            self.cycle = Some(cycle);
+            return Ok(Poll::Idle(self.cfg.interval));
+        }
         let Some(request) = cycle.next.take() else {
-            return Ok(self.finish(cycle));
+            // Cannot happen: a cycle without a next page has ended.
+            return Ok(Poll::Idle(Duration::ZERO));
         };
         let first = cycle.pages == 0;
-        // Cancel-safety: the cycle is put back only after the page is in hand;
-        // a poll dropped mid-request restarts the cycle from its start cursor.
-        let page = self.fetch(&request, first).await?;
+        // Cancel-safety: the cycle is kept only once the page is in hand; a
+        // poll dropped mid-request restarts from the last stored position.
+        let page = match self.fetch(&request, cycle.start.as_ref(), first).await {
+            Ok(page) => page,
+            Err(e) if cycle.resumed && !e.is_retryable() => {
+                tracing::warn!(connector = %self.name, error = %e, "the stored page request was refused (an expired page token?); the cycle starts over from its start cursor");
+                return Ok(Poll::Idle(Duration::ZERO));
+            }
+            Err(e) => return Err(e),
+        };
+        cycle.resumed = false;
         let (json, etag, link_next, url) = match page {
             Page::NotModified => {
                 self.last_cycle_end = Some(Instant::now());
@@ -394,38 +469,57 @@ impl Source for HttpPollSource {
             cycle.etag = etag;
         }
         cycle.pages += 1;
+        cycle.round += 1;
         let items = match json.pointer(&self.cfg.items) {
             Some(Json::Array(items)) => items.as_slice(),
             Some(other) => {
                 return Err(ConnectorError::user(format!(
-                    "connector `{}`: `items: {}` in the answer from {url} is {}, not an array",
+                    "connector `{}`: `items: {}` in the answer from {} is {}, not an array",
                     self.name,
                     self.cfg.items,
+                    ferry::telemetry::redact::url(&url),
                     kind(other)
                 )))
             }
             None => {
                 return Err(ConnectorError::user(format!(
-                    "connector `{}`: the answer from {url} has nothing at `items: {}`: {}",
+                    "connector `{}`: the answer from {} has nothing at `items: {}`: {}",
                     self.name,
+                    ferry::telemetry::redact::url(&url),
                     self.cfg.items,
                     excerpt(&json)
                 )))
             }
         };
-        let start_position = serde_json::json!({ "cursor": cycle.start });
-        let mut page_records = Vec::with_capacity(items.len());
-        for item in items {
-            // Serialized once: the envelope's payload and the boundary hash.
+        let mut records = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            // Serialized once: the envelope's payload, its id and the boundary hash.
             let payload = serde_json::to_vec(item).unwrap_or_default();
             if let Some(inc) = &self.cfg.incremental {
                 if let Some(v) = item.pointer(&inc.field).filter(|v| !v.is_null()) {
+                    if let Some(last) = &cycle.last {
+                        if compare(v, last) == Ordering::Less {
+                            return Err(ConnectorError::user(format!(
+                                "connector `{}`: item {i} of page {} from {} has `{}` = {v}, below the {last} of the item before it: the API does not return items in ascending order of `{}`, so incremental sync would skip changes; sort the API's results by it (and use keyset pagination)",
+                                self.name,
+                                cycle.pages,
+                                ferry::telemetry::redact::url(&url),
+                                inc.field,
+                                inc.field
+                            )));
+                        }
+                    }
+                    cycle.last = Some(v.clone());
                     let hash = payload_hash(&payload);
                     if cycle.start.as_ref() == Some(v) && self.boundary.contains(&hash) {
                         // Already delivered last cycle, unchanged.
                         continue;
                     }
-                    if cycle.max.as_ref().is_none_or(|m| greater(v, m)) {
+                    if cycle
+                        .max
+                        .as_ref()
+                        .is_none_or(|m| compare(v, m) == Ordering::Greater)
+                    {
                         cycle.max = Some(v.clone());
                         cycle.at_max.clear();
                     }
@@ -434,21 +528,33 @@ impl Source for HttpPollSource {
                     }
                 }
             }
-            page_records.push(self.record(item, payload, &url, start_position.clone())?);
+            records.push(self.record(item, payload, &url)?);
         }
-        cycle.next = if cycle.pages >= self.cfg.max_pages {
-            tracing::warn!(connector = %self.name, pages = cycle.pages, "max_pages reached; the rest waits for the next poll");
-            None
-        } else {
-            self.next_request(&request, &json, link_next, items.len())
+        let next = self.next_request(&request, &json, link_next, items.len());
+        let position = match next {
+            Some(next) => {
+                let state = CycleState {
+                    max: cycle.max.clone(),
+                    next: next.clone(),
+                    pages: cycle.pages,
+                };
+                cycle.next = Some(next);
+                let position = serde_json::json!({ "cursor": cycle.start, "cycle": state });
+                self.cycle = Some(cycle);
+                position
+            }
+            None => self.finish(cycle),
         };
-        let ready = std::mem::replace(&mut cycle.held, page_records);
-        self.cycle = Some(cycle);
-        if ready.is_empty() {
-            // Nothing to release yet; go straight on to the next page.
-            return Ok(Poll::Records(Vec::new()));
+        if records.is_empty() {
+            return Ok(Poll::Checkpoint {
+                partition: PARTITION.to_owned(),
+                position,
+            });
         }
-        Ok(Poll::Records(ready))
+        for r in &mut records {
+            r.position = position.clone();
+        }
+        Ok(Poll::Records(records))
     }
 
     async fn durable(
@@ -462,32 +568,67 @@ impl Source for HttpPollSource {
 }
 
 impl HttpPollSource {
-    /// Ends a cycle: the held records go out, the last carrying the new cursor.
-    fn finish(&mut self, mut cycle: Cycle) -> Poll {
+    fn new_cycle(&self) -> Cycle {
+        Cycle {
+            start: self.cursor.clone(),
+            max: self.cursor.clone(),
+            last: None,
+            next: Some(self.first_request()),
+            pages: 0,
+            round: 0,
+            etag: None,
+            at_max: HashSet::new(),
+            resumed: false,
+        }
+    }
+
+    /// Ends a cycle; returns the position after it (the new cursor).
+    fn finish(&mut self, mut cycle: Cycle) -> Position {
         self.last_cycle_end = Some(Instant::now());
         self.next_run = self.schedule.as_ref().and_then(next_fire);
         if cycle.etag.is_some() {
             self.etag = cycle.etag.take();
         }
-        let new_position = serde_json::json!({ "cursor": cycle.max });
         if cycle.max != cycle.start {
             self.boundary = std::mem::take(&mut cycle.at_max);
         } else {
             self.boundary.extend(cycle.at_max.drain());
         }
-        self.cursor = cycle.max.clone();
-        if let Some(last) = cycle.held.last_mut() {
-            last.position = new_position;
-        } else if cycle.max != cycle.start {
-            // Cannot happen: a larger cursor comes from a record. Keep the old one.
-            self.cursor = cycle.start.clone();
-        }
-        if cycle.held.is_empty() {
-            Poll::Idle(self.cfg.interval)
-        } else {
-            Poll::Records(std::mem::take(&mut cycle.held))
-        }
+        self.cursor = cycle.max;
+        serde_json::json!({ "cursor": self.cursor })
     }
+}
+
+/// Reads a response body, refusing one larger than `limit` bytes.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+    url: &str,
+) -> Result<Vec<u8>, ConnectorError> {
+    let too_large = || {
+        ConnectorError::external(format!(
+            "polling {}: the answer is larger than max_response_bytes ({limit} bytes); raise it, or ask for smaller pages",
+            ferry::telemetry::redact::url(url)
+        ))
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| transport_error("polling", url, &e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn payload_hash(payload: &[u8]) -> u64 {
@@ -505,12 +646,42 @@ fn scalar(v: &Json) -> String {
     }
 }
 
-/// Numbers compare as numbers, anything else as text (ISO 8601 timestamps in
-/// one format sort correctly as text).
-fn greater(a: &Json, b: &Json) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x > y,
-        _ => scalar(a) > scalar(b),
+/// Compares incremental values exactly: integers as integers (no rounding
+/// past 2^53), other numbers as floats, RFC 3339 timestamps as instants
+/// (whatever their offsets and fractions), strings of digits as integers of
+/// any size, and anything else as text.
+fn compare(a: &Json, b: &Json) -> Ordering {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => {
+            let int = |n: &serde_json::Number| {
+                n.as_i64()
+                    .map(i128::from)
+                    .or_else(|| n.as_u64().map(i128::from))
+            };
+            match (int(x), int(y)) {
+                (Some(i), Some(j)) => i.cmp(&j),
+                _ => x
+                    .as_f64()
+                    .zip(y.as_f64())
+                    .and_then(|(f, g)| f.partial_cmp(&g))
+                    .unwrap_or(Ordering::Equal),
+            }
+        }
+        (Json::String(x), Json::String(y)) => {
+            if let (Ok(s), Ok(t)) = (
+                chrono::DateTime::parse_from_rfc3339(x),
+                chrono::DateTime::parse_from_rfc3339(y),
+            ) {
+                return s.cmp(&t);
+            }
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+            if digits(x) && digits(y) {
+                let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+                return x.len().cmp(&y.len()).then_with(|| x.cmp(y));
+            }
+            x.cmp(y)
+        }
+        _ => scalar(a).cmp(&scalar(b)),
     }
 }
 
@@ -565,12 +736,33 @@ mod tests {
     }
 
     #[test]
-    fn cursors_compare_as_numbers_or_text() {
-        assert!(greater(&serde_json::json!(10), &serde_json::json!(9)));
-        assert!(greater(
-            &serde_json::json!("2026-11-25T10:00:01Z"),
-            &serde_json::json!("2026-11-25T10:00:00Z")
-        ));
+    fn cursors_compare_exactly() {
+        use serde_json::json;
+        assert_eq!(compare(&json!(10), &json!(9)), Ordering::Greater);
+        // Past 2^53, f64 would call these equal.
+        assert_eq!(
+            compare(&json!(9_007_199_254_740_993_u64), &json!(9_007_199_254_740_992_u64)),
+            Ordering::Greater
+        );
+        assert_eq!(compare(&json!(1.5), &json!(1.25)), Ordering::Greater);
+        assert_eq!(
+            compare(&json!("2026-11-25T10:00:01Z"), &json!("2026-11-25T10:00:00Z")),
+            Ordering::Greater
+        );
+        // As text, "11:00+02:00" sorts after "10:00Z"; as instants it is earlier.
+        assert_eq!(
+            compare(&json!("2026-11-25T11:00:00+02:00"), &json!("2026-11-25T10:00:00Z")),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare(&json!("2026-11-25T10:00:00.5Z"), &json!("2026-11-25T10:00:00Z")),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare(&json!("100000000000000000000001"), &json!("99999999999999999999999")),
+            Ordering::Greater
+        );
+        assert_eq!(compare(&json!("b"), &json!("a")), Ordering::Greater);
         assert_eq!(
             epoch_millis(&serde_json::json!("1970-01-01T00:00:01Z")),
             Some(1000)

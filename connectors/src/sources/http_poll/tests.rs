@@ -26,6 +26,18 @@ struct Fake {
     /// revoked after one use to force a refresh.
     api_calls: AtomicUsize,
     since_seen: std::sync::Mutex<Vec<String>>,
+    /// Every request the fake received, as `path?query`, in order.
+    log: std::sync::Mutex<Vec<String>>,
+    /// `/changes` serves its items in this order when set.
+    order: std::sync::Mutex<Option<Vec<usize>>>,
+    /// `/paged` refuses page tokens of an earlier generation (they expire).
+    token_generation: AtomicUsize,
+}
+
+impl Fake {
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
+    }
 }
 
 fn item(i: usize) -> Value {
@@ -107,8 +119,50 @@ async fn changes(State(f): State<Arc<Fake>>, Query(q): Query<HashMap<String, Str
     if let Ok(mut seen) = f.since_seen.lock() {
         seen.push(q.get("since").cloned().unwrap_or_default());
     }
-    let items: Vec<Value> = (since..ITEMS).map(item).collect();
+    let order = f.order.lock().expect("lock").clone();
+    let items: Vec<Value> = match order {
+        Some(order) => order.into_iter().filter(|n| *n >= since).map(item).collect(),
+        None => (since..ITEMS).map(item).collect(),
+    };
     Json(items).into_response()
+}
+
+/// Keyset pages of 10 over `n`, with page tokens that carry a generation:
+/// a token from an earlier generation is refused with 400 (it expired).
+async fn paged(State(f): State<Arc<Fake>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let generation = f.token_generation.load(Ordering::SeqCst);
+    let after: usize = match q.get("page_token") {
+        None => 0,
+        Some(t) => match t.split_once('-') {
+            Some((g, at)) if g.parse() == Ok(generation) => at.parse().unwrap_or(0),
+            _ => return (StatusCode::BAD_REQUEST, "page token expired").into_response(),
+        },
+    };
+    let since: usize = q.get("since").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let from = after.max(since);
+    let next = (from + 10 < ITEMS).then(|| format!("{generation}-{}", from + 10));
+    Json(json!({"data": page(from, 10), "next": next})).into_response()
+}
+
+/// A body far larger than any sane page.
+async fn huge() -> Response {
+    let items: Vec<Value> = (0..50_000).map(item).collect();
+    Json(items).into_response()
+}
+
+/// Records every request's path and query in the fake's log.
+async fn log_requests(
+    State(f): State<Arc<Fake>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = req.uri();
+    let line = match uri.query() {
+        Some(q) => format!("{}?{q}", uri.path()),
+        None => uri.path().to_owned(),
+    };
+    f.log.lock().expect("lock").push(line);
+    next.run(req).await
 }
 
 async fn serve() -> (String, Arc<Fake>) {
@@ -122,6 +176,12 @@ async fn serve() -> (String, Arc<Fake>) {
         .route("/oauth/items", get(oauth_items))
         .route("/etag", get(etagged))
         .route("/changes", get(changes))
+        .route("/paged", get(paged))
+        .route("/huge", get(huge))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&fake),
+            log_requests,
+        ))
         .with_state(Arc::clone(&fake));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -145,32 +205,65 @@ fn ctx() -> SourceContext {
     }
 }
 
-/// One poll cycle: the items' `n`, in order, and the last record's position.
-async fn cycle(s: &mut HttpPollSource) -> (Vec<u64>, Option<Value>) {
-    let mut ns = Vec::new();
-    let mut last = None;
+/// What one walk through a poll cycle gave.
+#[derive(Debug, Default)]
+struct Walk {
+    /// The items' `n`, in delivery order.
+    ns: Vec<u64>,
+    /// The envelopes' ids, in delivery order.
+    ids: Vec<String>,
+    /// Each poll's position (records or checkpoint), in order.
+    positions: Vec<Value>,
+}
+
+impl Walk {
+    fn last_position(&self) -> Option<&Value> {
+        self.positions.last()
+    }
+}
+
+fn envelope_field(r: &ferry::source::SourceRecord, name: &str) -> apache_avro::types::Value {
+    let apache_avro::types::Value::Record(fields) = &r.value else {
+        panic!("an envelope record");
+    };
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("envelope field {name}"))
+}
+
+/// Polls until the cycle ends (a position without a `cycle` in it) or the
+/// source goes idle. Tests assert the fake's request log as well, so a
+/// source that was merely not due cannot pass for one that polled.
+async fn walk(s: &mut HttpPollSource) -> Walk {
+    let mut w = Walk::default();
     for _ in 0..100 {
-        match s.poll(&ctx()).await.expect("poll") {
+        let position = match s.poll(&ctx()).await.expect("poll") {
             Poll::Records(rs) => {
-                for r in rs {
-                    let apache_avro::types::Value::Record(fields) = &r.value else {
-                        panic!("an envelope record");
+                for r in &rs {
+                    let apache_avro::types::Value::Bytes(b) = envelope_field(r, "payload") else {
+                        panic!("payload bytes");
                     };
-                    let payload = fields
-                        .iter()
-                        .find(|(k, _)| k == "payload")
-                        .and_then(|(_, v)| match v {
-                            apache_avro::types::Value::Bytes(b) => {
-                                serde_json::from_slice::<Value>(b).ok()
-                            }
-                            _ => None,
-                        })
-                        .expect("payload");
-                    ns.push(payload["n"].as_u64().expect("n"));
-                    last = Some(r.position.clone());
+                    let payload: Value = serde_json::from_slice(&b).expect("JSON payload");
+                    w.ns.push(payload["n"].as_u64().expect("n"));
+                    let apache_avro::types::Value::Uuid(id) = envelope_field(r, "id") else {
+                        panic!("uuid id");
+                    };
+                    w.ids.push(id.to_string());
+                }
+                match rs.last() {
+                    Some(r) => r.position.clone(),
+                    None => continue,
                 }
             }
-            Poll::Idle(_) | Poll::Done => return (ns, last),
+            Poll::Checkpoint { position, .. } => position,
+            Poll::Idle(_) | Poll::Done => return w,
+        };
+        let done = position.get("cycle").is_none();
+        w.positions.push(position);
+        if done {
+            return w;
         }
     }
     panic!("the cycle did not end");
@@ -189,7 +282,7 @@ async fn link_header_pagination_with_a_bearer_token() {
         "pagination": {"type": "link_header"}
     }));
     s.open(&ctx(), Positions::new()).await.expect("open");
-    assert_eq!(cycle(&mut s).await.0, all());
+    assert_eq!(walk(&mut s).await.ns, all());
 }
 
 #[tokio::test]
@@ -201,7 +294,7 @@ async fn page_numbers_with_an_api_key_in_the_query() {
         "pagination": {"type": "page", "size_param": "per_page", "size": 4}
     }));
     s.open(&ctx(), Positions::new()).await.expect("open");
-    assert_eq!(cycle(&mut s).await.0, all());
+    assert_eq!(walk(&mut s).await.ns, all());
 }
 
 #[tokio::test]
@@ -213,7 +306,7 @@ async fn offset_and_limit_with_basic_auth() {
         "pagination": {"type": "offset", "limit": 10}
     }));
     s.open(&ctx(), Positions::new()).await.expect("open");
-    assert_eq!(cycle(&mut s).await.0, all());
+    assert_eq!(walk(&mut s).await.ns, all());
 }
 
 #[tokio::test]
@@ -224,7 +317,7 @@ async fn next_url_from_the_body() {
         "pagination": {"type": "next_url", "from": "/links/next"}
     }));
     s.open(&ctx(), Positions::new()).await.expect("open");
-    assert_eq!(cycle(&mut s).await.0, all());
+    assert_eq!(walk(&mut s).await.ns, all());
 }
 
 #[tokio::test]
@@ -236,7 +329,7 @@ async fn oauth2_token_is_fetched_cached_and_refreshed_on_401() {
                  "client_id": "c", "client_secret": "s", "scope": "read"}
     }));
     s.open(&ctx(), Positions::new()).await.expect("open");
-    assert_eq!(cycle(&mut s).await.0, vec![0, 1, 2]);
+    assert_eq!(walk(&mut s).await.ns, vec![0, 1, 2]);
     assert_eq!(
         fake.token_requests.load(Ordering::SeqCst),
         1,
@@ -244,20 +337,25 @@ async fn oauth2_token_is_fetched_cached_and_refreshed_on_401() {
     );
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     // t1 is now refused: the source refreshes once and carries on.
-    assert_eq!(cycle(&mut s).await.0, vec![0, 1, 2]);
+    assert_eq!(walk(&mut s).await.ns, vec![0, 1, 2]);
     assert_eq!(fake.token_requests.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
 async fn an_unchanged_resource_is_not_fetched_again() {
-    let (base, _) = serve().await;
+    let (base, fake) = serve().await;
     let mut s = source(json!({"url": format!("{base}/etag"), "topic": "t", "interval": "1ms"}));
     s.open(&ctx(), Positions::new()).await.expect("open");
-    assert_eq!(cycle(&mut s).await.0, vec![0, 1, 2, 3]);
+    assert_eq!(walk(&mut s).await.ns, vec![0, 1, 2, 3]);
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert!(
-        cycle(&mut s).await.0.is_empty(),
+        walk(&mut s).await.ns.is_empty(),
         "304 Not Modified: nothing new"
+    );
+    assert_eq!(
+        fake.requests(),
+        vec!["/etag", "/etag"],
+        "the second cycle did ask (with If-None-Match) and got 304"
     );
 }
 
@@ -270,25 +368,160 @@ async fn the_incremental_cursor_is_the_position_and_is_sent_back_after_a_restart
     });
     let mut s = source(settings.clone());
     s.open(&ctx(), Positions::new()).await.expect("open");
-    let (ns, position) = cycle(&mut s).await;
-    assert_eq!(ns, all());
-    assert_eq!(position, Some(json!({"cursor": 24})));
+    let first = walk(&mut s).await;
+    assert_eq!(first.ns, all());
+    assert_eq!(first.last_position(), Some(&json!({"cursor": 24})));
     // The boundary item (n = 24) comes back (`>=`) but is not delivered again.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    assert!(cycle(&mut s).await.0.is_empty());
+    let second = walk(&mut s).await;
+    assert!(second.ns.is_empty());
+    assert_eq!(
+        second.last_position(),
+        Some(&json!({"cursor": 24})),
+        "the second cycle polled and ended at the same cursor"
+    );
 
     // A restarted source resumes from the durable position.
     let mut restarted = source(settings);
     let resume = Positions::from([("endpoint".to_owned(), json!({"cursor": 20}))]);
     restarted.open(&ctx(), resume).await.expect("open");
-    assert_eq!(cycle(&mut restarted).await.0, vec![20, 21, 22, 23, 24]);
-    let seen = fake.since_seen.lock().expect("lock").clone();
+    assert_eq!(walk(&mut restarted).await.ns, vec![20, 21, 22, 23, 24]);
     assert_eq!(
-        seen.first().map(String::as_str),
-        Some(""),
-        "first poll sends no cursor"
+        fake.requests(),
+        vec!["/changes", "/changes?since=24", "/changes?since=20"],
+        "first poll sends no cursor; then the cursor, then the resumed one"
     );
-    assert_eq!(seen.last().map(String::as_str), Some("20"));
+}
+
+#[tokio::test]
+async fn a_cycle_longer_than_max_pages_goes_on_where_it_stopped() {
+    let (base, fake) = serve().await;
+    let mut s = source(json!({
+        "url": format!("{base}/link"), "topic": "t", "interval": "1ms", "max_pages": 1,
+        "auth": {"type": "bearer", "token": "s3cret"},
+        "pagination": {"type": "link_header"}
+    }));
+    s.open(&ctx(), Positions::new()).await.expect("open");
+    let mut ns = Vec::new();
+    for _ in 0..3 {
+        ns.extend(walk(&mut s).await.ns);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(ns, all(), "every item once, none skipped past max_pages");
+    assert_eq!(
+        fake.requests(),
+        vec!["/link", "/link?p=1", "/link?p=2"],
+        "each later round went on from the page where the last one stopped"
+    );
+}
+
+#[tokio::test]
+async fn each_page_is_a_position_and_a_restart_resumes_mid_cycle() {
+    let (base, fake) = serve().await;
+    let settings = json!({
+        "url": format!("{base}/paged"), "topic": "t", "interval": "1ms", "items": "/data",
+        "pagination": {"type": "cursor", "from": "/next", "param": "page_token"},
+        "incremental": {"field": "/n", "param": "since"}
+    });
+    let mut s = source(settings.clone());
+    s.open(&ctx(), Positions::new()).await.expect("open");
+    // The first page: its records carry where the cycle stands after it.
+    let Poll::Records(page1) = s.poll(&ctx()).await.expect("poll") else {
+        panic!("records");
+    };
+    assert_eq!(page1.len(), 10);
+    let after_page1 = page1.last().map(|r| r.position.clone()).expect("position");
+    assert_eq!(
+        after_page1,
+        json!({"cursor": null, "cycle": {"max": 9, "next": {"params": [["page_token", "0-10"]]}, "pages": 1}}),
+        "the cursor moves only when the cycle completes"
+    );
+    // Killed here; a new source resumes at page 2 of the same cycle.
+    let mut restarted = source(settings.clone());
+    let resume = Positions::from([("endpoint".to_owned(), after_page1)]);
+    restarted.open(&ctx(), resume).await.expect("open");
+    let rest = walk(&mut restarted).await;
+    assert_eq!(rest.ns, (10..ITEMS as u64).collect::<Vec<_>>());
+    assert_eq!(rest.last_position(), Some(&json!({"cursor": 24})));
+    assert_eq!(
+        fake.requests(),
+        vec!["/paged", "/paged?page_token=0-10", "/paged?page_token=0-20"],
+        "no page was fetched twice"
+    );
+
+    // An expired page token after a restart: the cycle starts over from its
+    // start cursor (repeats, never a gap).
+    fake.token_generation.store(1, Ordering::SeqCst);
+    let stale = json!({"cursor": 5, "cycle": {"max": 19, "next": {"params": [["page_token", "0-20"]]}, "pages": 2}});
+    let mut again = source(settings);
+    again
+        .open(&ctx(), Positions::from([("endpoint".to_owned(), stale)]))
+        .await
+        .expect("open");
+    let mut ns = walk(&mut again).await.ns;
+    ns.extend(walk(&mut again).await.ns);
+    assert_eq!(ns, (5..ITEMS as u64).collect::<Vec<_>>());
+    assert_eq!(
+        fake.requests()[3..],
+        [
+            "/paged?since=5&page_token=0-20",
+            "/paged?since=5",
+            "/paged?since=5&page_token=1-15",
+        ],
+        "the refused token, then the cycle from its start"
+    );
+}
+
+#[tokio::test]
+async fn items_out_of_incremental_order_stop_the_connector_instead_of_skipping_changes() {
+    let (base, fake) = serve().await;
+    *fake.order.lock().expect("lock") = Some(vec![0, 1, 2, 7, 5, 8]);
+    let mut s = source(json!({
+        "url": format!("{base}/changes"), "topic": "t",
+        "incremental": {"field": "/n", "param": "since"}
+    }));
+    s.open(&ctx(), Positions::new()).await.expect("open");
+    let e = s.poll(&ctx()).await.expect_err("out of order");
+    assert!(!e.is_retryable(), "retrying would not change the API's order");
+    let m = e.to_string();
+    assert!(m.contains("= 5") && m.contains("7") && m.contains("ascending"), "{m}");
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_limit_is_refused() {
+    let (base, _) = serve().await;
+    let mut s = source(json!({
+        "url": format!("{base}/huge?api_key=k-secret-1"), "topic": "t",
+        "max_response_bytes": 10000
+    }));
+    s.open(&ctx(), Positions::new()).await.expect("open");
+    let e = s.poll(&ctx()).await.expect_err("too large");
+    let m = e.to_string();
+    assert!(m.contains("max_response_bytes") && m.contains("10000"), "{m}");
+    assert!(!m.contains("k-secret-1"), "the API key is not printed: {m}");
+}
+
+#[tokio::test]
+async fn a_repeated_item_keeps_its_event_id_and_a_changed_one_gets_a_new_id() {
+    let (base, fake) = serve().await;
+    let mut s = source(json!({
+        "url": format!("{base}/changes"), "topic": "t", "interval": "1ms", "key": "/id"
+    }));
+    s.open(&ctx(), Positions::new()).await.expect("open");
+    let first = walk(&mut s).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = walk(&mut s).await;
+    assert_eq!(first.ns, all());
+    assert_eq!(first.ids, second.ids, "the same items, the same ids");
+    let unique: std::collections::BTreeSet<&String> = first.ids.iter().collect();
+    assert_eq!(unique.len(), ITEMS, "different items, different ids");
+    // Item 3 changes (served with a different body): a new id for it only.
+    *fake.order.lock().expect("lock") = Some((0..ITEMS).collect());
+    let mut other = source(json!({
+        "url": format!("{base}/changes"), "topic": "t", "key": "/id"
+    }));
+    other.open(&ctx(), Positions::new()).await.expect("open");
+    assert_eq!(walk(&mut other).await.ids, first.ids, "ids do not depend on the process");
 }
 
 #[tokio::test]
