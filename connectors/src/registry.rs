@@ -11,6 +11,18 @@ pub struct Context<'a> {
     /// `connectors[i]`, for error messages.
     pub key: String,
     pub origin: &'a str,
+    /// `kafka.consumer.group_id`: sinks' groups default to `<it>-sink-<name>`.
+    pub group_prefix: &'a str,
+}
+
+impl Context<'_> {
+    /// A sink's consumer group: its own `group_id`, else `<prefix>-sink-<name>`.
+    pub fn sink_group(&self, own: Option<&str>) -> String {
+        own.map_or_else(
+            || format!("{}-sink-{}", self.group_prefix, self.spec.name),
+            str::to_owned,
+        )
+    }
 }
 
 impl Context<'_> {
@@ -59,6 +71,7 @@ pub fn plan_all(
             spec,
             key: format!("connectors[{i}]"),
             origin,
+            group_prefix: &config.kafka.consumer.group_id,
         };
         let factory = CONNECTORS
             .iter()

@@ -85,7 +85,7 @@ async fn records_survive_a_restart() {
     );
 }
 
-/// The registry lives in the broker's `_schemas` topic: after a restart every
+/// The registry lives in the broker's `_ferry_schemas` topic: after a restart every
 /// subject, version and id is what it was, and new ids follow the old ones.
 #[test]
 fn schemas_survive_a_restart() {

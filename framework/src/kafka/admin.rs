@@ -93,6 +93,41 @@ impl KafkaAdmin {
         }
     }
 
+    /// Creates a topic Ferry keeps state in (source positions, schemas):
+    /// compacted, so each key's last value stays forever. An existing topic
+    /// must be compacted too: under `cleanup.policy=delete` its records
+    /// would be deleted after the retention time, and the state with them.
+    /// Brokers that do not answer DescribeConfigs are trusted (logged).
+    pub async fn ensure_state_topic(
+        &self,
+        spec: &TopicSpec,
+        config_key: &str,
+    ) -> Result<Ensured, KafkaLayerError> {
+        let outcome = self.ensure_topic(spec).await?;
+        if outcome == Ensured::Created {
+            return Ok(outcome);
+        }
+        match self.topic_config(&spec.name).await {
+            Some(config) => {
+                let policy = config
+                    .get("cleanup.policy")
+                    .map_or("delete", String::as_str);
+                if !policy.split(',').any(|p| p.trim() == "compact") {
+                    return Err(KafkaLayerError::Topic {
+                        topic: spec.name.clone(),
+                        message: format!(
+                            "exists with cleanup.policy={policy}, but Ferry keeps state in it and needs `compact` (otherwise the state is deleted with old records); set cleanup.policy=compact on it, or name another topic in `{config_key}`"
+                        ),
+                    });
+                }
+            }
+            None => {
+                tracing::warn!(topic = %spec.name, "the broker did not describe the topic's configs; trusting that it is compacted");
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Creates every topic in `specs` that does not exist yet.
     pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<(), KafkaLayerError> {
         for spec in specs {

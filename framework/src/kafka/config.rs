@@ -95,7 +95,8 @@ impl Default for ProducerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsumerSettings {
-    /// Consumer group id (`group.id`); a connector may use its own.
+    /// The prefix of the consumer groups Ferry's sinks join
+    /// (`<group_id>-sink-<connector>`), unless a connector names its own.
     pub group_id: String,
     /// Where a group with no committed offset starts.
     pub auto_offset_reset: AutoOffsetReset,

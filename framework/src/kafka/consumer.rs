@@ -360,14 +360,20 @@ impl KafkaConsumer {
             })
     }
 
-    /// Starts committing every stored offset; does not wait for the broker.
-    pub fn commit_async(&self) {
-        match self.client().commit_consumer_state(CommitMode::Async) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                tracing::debug!(group = %self.group_id, error = %e, "starting a commit failed; the next one carries the offsets");
+    /// Starts a synchronous commit of every stored offset on a blocking
+    /// thread; the handle resolves once the broker answered (failures are
+    /// logged: the next commit carries the same offsets).
+    pub fn commit_in_background(&self) -> tokio::task::JoinHandle<()> {
+        let inner = self.arc();
+        let group = self.group_id.clone();
+        tokio::task::spawn_blocking(move || {
+            match inner.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "committing offsets failed; the next commit carries them");
+                }
             }
-        }
+        })
     }
 
     /// Commits every stored offset and waits for the broker's answer, on a

@@ -63,7 +63,7 @@ impl OffsetStore {
             source,
         })?;
         admin
-            .ensure_topic(&Self::topic_spec(topic))
+            .ensure_state_topic(&Self::topic_spec(topic), "offsets.topic")
             .await
             .map_err(|source| OffsetsError::Kafka {
                 topic: topic.to_owned(),

@@ -430,10 +430,9 @@ impl Running {
                                 task_name.clone(),
                             );
                             async move {
-                                let sink = make()?;
                                 super::sink_task::run(
                                     &name,
-                                    sink,
+                                    &make,
                                     &settings,
                                     super::sink_task::SinkEnv {
                                         kafka: &kafka,

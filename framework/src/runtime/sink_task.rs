@@ -6,10 +6,11 @@
 //! partition (and so per key) is kept.
 //!
 //! **Offsets.** After each batch, each partition's offset is stored up to
-//! its first record that is not written, and a commit starts at once
-//! (asynchronously; librdkafka's `commit_interval` timer stays as an upper
-//! bound). A crash therefore repeats at most the batch in the sink and the
-//! one before it (whose commit may not have landed).
+//! its first record that is not written, and a commit starts at once on a
+//! blocking thread while the next batch is written; the batch after that
+//! waits for it (librdkafka's `commit_interval` timer stays as an upper
+//! bound). So at most two batches are ever written and not committed, and
+//! a crash repeats at most the batch in the sink and the one before it.
 //!
 //! **Failures.** A write that fails in a way that may pass (a 503, a
 //! timeout) is retried with backoff, only for the records not yet written.
@@ -23,8 +24,8 @@
 //! **Rebalances.** The consumer is coordinated (`kafka::consumer`): when
 //! partitions are revoked, their buffered records are dropped unwritten,
 //! the batch in the sink is finished (within `drain_within`; past that the
-//! attempt is abandoned and restarted), offsets are committed, and only then
-//! are the partitions released to the group. So two members never write a
+//! batch is abandoned), offsets are committed, and only then are the
+//! partitions released to the group. So two members never write a
 //! partition at once, and a graceful rebalance repeats nothing that was
 //! acknowledged. A lost assignment (session expired) abandons the batch at
 //! once. librdkafka's non-fatal errors (a broker restarting) are logged and
@@ -48,6 +49,7 @@ use super::source_task::Exit;
 use super::supervisor::TaskHandle;
 use super::Shutdown;
 use crate::error::ConnectorError;
+use super::connectors::SinkFactory;
 use crate::kafka::{KafkaConfig, KafkaConsumer, Rebalance, Received, TopicPartition};
 use crate::resilience::Backoff;
 use crate::schema::json::to_json;
@@ -146,16 +148,18 @@ struct Revoking {
 
 pub(crate) async fn run(
     name: &str,
-    sink: BoxedSink,
+    make: &SinkFactory,
     settings: &SinkSettings,
     env: SinkEnv<'_>,
 ) -> Result<Exit, ConnectorError> {
+    let sink = make()?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     let consumer =
         KafkaConsumer::subscribe_coordinated(env.kafka, env.bootstrap, &settings.group_id, &topics)
             .map_err(|e| ConnectorError::external(e.to_string()))?;
     let mut task = SinkTask {
         name,
+        make,
         settings,
         consumer,
         codecs: env.codecs,
@@ -171,16 +175,23 @@ pub(crate) async fn run(
         next_offsets: BTreeMap::new(),
         revoked: BTreeSet::new(),
         revoking: None,
+        committing: None,
         last_transient_log: None,
         in_flight_gauge: metrics::gauge!(m::SINK_IN_FLIGHT_RECORDS, "connector" => name.to_owned()),
     };
     let outcome = task.run(env.shutdown, env.stop_budget).await;
     task.in_flight_gauge.set(0.0);
     let SinkTask {
-        consumer, writing, ..
+        consumer,
+        writing,
+        committing,
+        ..
     } = task;
     // An unfinished write ends with the attempt.
     drop(writing);
+    if let Some(c) = committing {
+        let _ = c.await;
+    }
     // Whatever was acknowledged is committed now, even when stopping on an error.
     if let Err(e) = consumer.commit().await {
         tracing::warn!(connector = name, error = %e, "committing sink offsets at stop failed; they will be redelivered");
@@ -191,6 +202,8 @@ pub(crate) async fn run(
 
 struct SinkTask<'a> {
     name: &'a str,
+    /// Builds a fresh sink when a write is abandoned (it owned the old one).
+    make: &'a SinkFactory,
     settings: &'a SinkSettings,
     consumer: KafkaConsumer,
     codecs: &'a Codecs,
@@ -198,8 +211,9 @@ struct SinkTask<'a> {
     /// The sink, while no batch is being written (the write owns it).
     sink: Option<BoxedSink>,
     writing: Option<Writing>,
-    /// Records and bytes of the batch in the sink.
-    in_sink: Option<(usize, usize, BTreeSet<TopicPartition>)>,
+    /// Records and bytes of the batch in the sink, and the first offset of
+    /// each of its partitions.
+    in_sink: Option<(usize, usize, BTreeMap<TopicPartition, i64>)>,
     buffer: VecDeque<Entry>,
     buffered_bytes: usize,
     oldest: Option<Instant>,
@@ -210,6 +224,10 @@ struct SinkTask<'a> {
     /// Partitions revoked and not assigned again: their records are dropped.
     revoked: BTreeSet<TopicPartition>,
     revoking: Option<Revoking>,
+    /// The commit started after the last batch (on a blocking thread). The
+    /// next batch's offsets are stored only once it is done, so at most two
+    /// batches are ever written and not committed.
+    committing: Option<tokio::task::JoinHandle<()>>,
     last_transient_log: Option<Instant>,
     in_flight_gauge: metrics::Gauge,
 }
@@ -313,9 +331,11 @@ impl SinkTask<'_> {
                         tracing::warn!(connector = name, within = ?drain_within, "sink did not finish its batch in time; it will be delivered again after restart");
                         return Ok(Exit::Stopped);
                     }
-                    return Err(ConnectorError::external(format!(
-                        "connector `{name}`: the target did not finish a batch within {drain_within:?} while its partitions were being revoked; the batch was abandoned and the connector restarts"
-                    )));
+                    tracing::warn!(connector = name, within = ?drain_within, "the target did not finish a batch while its partitions were being revoked; the batch is abandoned (their new owner delivers it again)");
+                    self.abandon().await?;
+                    if let Some(r) = self.revoking.take() {
+                        self.release(&r.partitions).await?;
+                    }
                 }
                 Some(done) = writing, if is_writing => {
                     self.writing = None;
@@ -358,7 +378,7 @@ impl SinkTask<'_> {
         let s = self.settings;
         let mut batch = Vec::new();
         let mut bytes = 0;
-        let mut partitions = BTreeSet::new();
+        let mut partitions = BTreeMap::new();
         while let Some(Entry::Record(r)) = self.buffer.front() {
             if batch.len() >= s.batch_max_records
                 || (!batch.is_empty() && bytes + r.size() > s.batch_max_bytes)
@@ -369,7 +389,9 @@ impl SinkTask<'_> {
                 break;
             };
             bytes += r.size();
-            partitions.insert((r.topic.clone(), r.partition));
+            partitions
+                .entry((r.topic.clone(), r.partition))
+                .or_insert(r.offset);
             batch.push(r);
         }
         self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
@@ -418,6 +440,11 @@ impl SinkTask<'_> {
                 broken.insert(tp);
             }
         }
+        // At most one commit in flight: the one before must have landed
+        // before this batch's offsets go out (see `committing`).
+        if let Some(c) = self.committing.take() {
+            let _ = c.await;
+        }
         for ((topic, partition), offset) in &upto {
             if let Err(e) = self.consumer.mark_position(topic, *partition, *offset) {
                 // The partition is no longer ours: its new owner reads from
@@ -425,7 +452,7 @@ impl SinkTask<'_> {
                 tracing::warn!(connector = self.name, error = %e, "storing a sink offset failed");
             }
         }
-        self.consumer.commit_async();
+        self.committing = Some(self.consumer.commit_in_background());
         if let Some((i, error)) = permanent {
             let at = batch.get(i).map_or_else(String::new, SinkRecord::at);
             return Err(permanent_failure(self.name, &at, &error));
@@ -460,20 +487,19 @@ impl SinkTask<'_> {
                 let in_sink = self
                     .in_sink
                     .as_ref()
-                    .is_some_and(|(_, _, tps)| partitions.iter().any(|tp| tps.contains(tp)));
+                    .is_some_and(|(_, _, tps)| partitions.iter().any(|tp| tps.contains_key(tp)));
                 if lost && in_sink {
-                    return Err(ConnectorError::external(format!(
-                        "connector `{}`: partitions {partitions:?} were lost (the group gave them away) while a batch was being written; the batch was abandoned and the connector restarts",
-                        self.name
-                    )));
+                    tracing::warn!(connector = self.name, ?partitions, "partitions lost (the group gave them away) while a batch was being written; the batch is abandoned");
+                    self.abandon().await?;
                 }
-                if in_sink {
+                if in_sink && !lost {
                     tracing::info!(connector = self.name, ?partitions, "partitions revoked; finishing the batch in the sink before releasing them");
                     self.revoking = Some(Revoking {
                         partitions,
                         deadline: Instant::now() + drain_within,
                     });
                 } else if lost {
+                    // Commits for them would fail: nothing to commit, just let go.
                     self.forget(&partitions);
                     self.consumer
                         .release(&partitions)
@@ -492,8 +518,44 @@ impl SinkTask<'_> {
         Ok(())
     }
 
+    /// Drops the write in flight (its records count as not written; the
+    /// ones of partitions still ours are taken again from their offsets) and
+    /// builds a fresh sink in place of the one the write owned.
+    async fn abandon(&mut self) -> Result<(), ConnectorError> {
+        let Some((_, _, partitions)) = self.in_sink.take() else {
+            return Ok(());
+        };
+        self.writing = None;
+        let mut sink = (self.make)()?;
+        sink.0
+            .open(&SinkContext {
+                name: self.name.to_owned(),
+            })
+            .await?;
+        self.sink = Some(sink);
+        // Everything before the batch is written (batches complete in order);
+        // what was taken after it is dropped: fetch each of its partitions
+        // that is still ours again from the batch's first record.
+        let positions: Vec<(TopicPartition, i64)> = partitions
+            .into_iter()
+            .filter(|(tp, _)| !self.revoked.contains(tp))
+            .collect();
+        for (tp, offset) in &positions {
+            self.buffer.retain(|e| !e.in_partitions(std::slice::from_ref(tp)));
+            self.next_offsets.insert(tp.clone(), *offset);
+        }
+        self.buffered_bytes = self.buffer.iter().map(Entry::size).sum();
+        self.consumer
+            .seek(positions)
+            .await
+            .map_err(|e| ConnectorError::external(format!("seeking after an abandoned batch: {e}")))
+    }
+
     /// Commits what is stored and gives `partitions` back to the group.
     async fn release(&mut self, partitions: &[TopicPartition]) -> Result<(), ConnectorError> {
+        if let Some(c) = self.committing.take() {
+            let _ = c.await;
+        }
         if let Err(e) = self.consumer.commit().await {
             tracing::warn!(connector = self.name, error = %e, "committing before releasing revoked partitions failed; their new owner repeats what was written since the last commit");
         }

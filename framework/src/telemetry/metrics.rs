@@ -19,7 +19,7 @@ pub const SINK_PARTITIONS_REVOKED_TOTAL: &str = "ferry_sink_partitions_revoked_t
 /// Records a sink dropped unwritten because their partition was revoked
 /// (the new owner reads them from the committed offset), by `connector`.
 pub const SINK_RECORDS_RELEASED_TOTAL: &str = "ferry_sink_records_released_total";
-/// `_schemas` records the registry could not read (written by something else, or garbled).
+/// Registry log records the registry could not read (written by something else, or garbled).
 pub const SCHEMA_LOG_SKIPPED_RECORDS_TOTAL: &str = "ferry_schema_log_skipped_records_total";
 /// Schema registry HTTP requests answered, by `status` class (2xx, 4xx, 5xx).
 pub const SCHEMA_REGISTRY_REQUESTS_TOTAL: &str = "ferry_schema_registry_requests_total";

@@ -44,7 +44,8 @@ pub struct HttpSinkConfig {
     /// into a bodyless GET, and its answer would count as delivered).
     #[serde(default)]
     pub follow_redirects: bool,
-    /// Consumer group (default `ferry-sink-<connector name>`).
+    /// Consumer group (default `<kafka.consumer.group_id>-sink-<connector
+    /// name>`, i.e. `ferry-sink-<name>`).
     #[serde(default)]
     pub group_id: Option<String>,
     /// Records held in memory before consumption pauses.

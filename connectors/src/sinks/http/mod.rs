@@ -17,6 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use template::Template;
 
+/// Without `batch`, records handed to the sink at a time (each is still its
+/// own request).
+pub const RECORDS_PER_WRITE: usize = 20;
+
 pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
     let cfg: HttpSinkConfig = parse_settings(ctx)?;
     ferry::config::validate_topic_name(&cfg.topic).map_err(|m| ctx.invalid("topic", m))?;
@@ -67,18 +71,18 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
     }
     let (batch_max_records, batch_max_bytes, batch_max_wait) = match &cfg.batch {
         Some(b) => (b.max_records.max(1), b.max_bytes.max(1), b.max_wait),
+        // One request per record: the runtime still hands the sink a few
+        // records at a time. Offsets are committed after each hand-over, so
+        // this also bounds what a crash repeats (two hand-overs at most).
         None => (
-            cfg.max_in_flight_records.clamp(1, 100),
+            cfg.max_in_flight_records.clamp(1, RECORDS_PER_WRITE),
             1 << 20,
             Duration::ZERO,
         ),
     };
     let settings = SinkSettings {
         topics: vec![cfg.topic.clone()],
-        group_id: cfg
-            .group_id
-            .clone()
-            .unwrap_or_else(|| format!("ferry-sink-{}", ctx.spec.name)),
+        group_id: ctx.sink_group(cfg.group_id.as_deref()),
         batch_max_records,
         batch_max_bytes,
         batch_max_wait,

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The default registry topic.
+pub const DEFAULT_TOPIC: &str = "_ferry_schemas";
+
 /// Where schemas are registered and how subjects are named.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -18,7 +21,10 @@ pub struct SchemaRegistryConfig {
     pub url: Option<String>,
     /// Where Ferry's own registry listens when `url` is unset.
     pub listen: SocketAddr,
-    /// The compacted topic Ferry's registry keeps schemas in.
+    /// The compacted topic Ferry's registry keeps schemas in. Not
+    /// Confluent Schema Registry's `_schemas`: the two formats differ, and on
+    /// one cluster they would corrupt each other. Name an existing topic
+    /// only if it is Ferry's.
     pub topic: String,
     /// The compatibility level of Ferry's registry until `PUT /config` sets one.
     pub compatibility: CompatibilityLevel,
@@ -48,7 +54,7 @@ impl Default for SchemaRegistryConfig {
         Self {
             url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            topic: "_schemas".to_owned(),
+            topic: DEFAULT_TOPIC.to_owned(),
             compatibility: CompatibilityLevel::Backward,
             subject_name_strategy: SubjectNameStrategy::TopicName,
             schemas_dir: PathBuf::from("schemas"),

@@ -1,4 +1,4 @@
-//! The `_schemas` topic: a single-partition, compacted log that is the
+//! The registry topic (`_ferry_schemas`): a single-partition, compacted log that is the
 //! registry's only storage. One reader task per registry instance replays it
 //! into [`RegistryState`]; writers append and then wait until their own
 //! record has been applied, so every decision is read back from the log.
@@ -70,7 +70,7 @@ impl SchemaLog {
         };
         let admin = KafkaAdmin::new(kafka, bootstrap).map_err(err)?;
         admin
-            .ensure_topic(&Self::topic_spec(topic))
+            .ensure_state_topic(&Self::topic_spec(topic), "schema_registry.topic")
             .await
             .map_err(err)?;
         let described = admin.describe(topic).await.map_err(err)?;

@@ -4,7 +4,7 @@
 //!
 //! - [`api`]: the REST contract (bodies, error codes) both sides speak.
 //! - [`state`] and [`log`]: storage is a single-partition compacted topic
-//!   (`_schemas`); every instance replays it and applies the same rules, so
+//!   (`_ferry_schemas`); every instance replays it and applies the same rules, so
 //!   instances sharing a cluster agree on ids by log order.
 //! - [`service`]: the operations; [`server`]: the axum routes over them.
 //! - [`client`]: reqwest client for Ferry's registry and external ones;

@@ -1,4 +1,4 @@
-//! The registry's state, rebuilt by replaying the `_schemas` log in order.
+//! The registry's state, rebuilt by replaying the registry log (`_ferry_schemas`) in order.
 //!
 //! Every registry instance on a cluster reads the same single-partition log
 //! and applies the same rules, so they agree without talking to each other.
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// The key of a `_schemas` record, as JSON (Confluent's shape, plus the
+/// The key of a registry log record, as JSON (Confluent's shape, plus the
 /// proposal id that keeps racing proposals from sharing a compaction key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "keytype", rename_all = "SCREAMING_SNAKE_CASE")]
