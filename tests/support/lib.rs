@@ -17,16 +17,74 @@ pub use process::FerryProcess;
 
 use ferry::kafka::{BrokerStorage, DevBroker};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A port nobody listens on right now.
+/// A port for a test's listener that no other test (in this process or a
+/// parallel one) is handed, and that the kernel will not give to anyone
+/// asking for an ephemeral port.
+///
+/// Binding `127.0.0.1:0` and closing it again, as tests often do, races: the
+/// kernel may hand the same port to the next ephemeral bind (a broker, an
+/// outgoing connection) before the test's server takes it. So ports come
+/// from below the kernel's ephemeral range (`ip_local_port_range`), and each
+/// is claimed with an exclusive lock on a file named after it, held for the
+/// life of the process: parallel test processes skip each other's ports, and
+/// a crashed process releases its claims.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    ports::claim()
+}
+
+mod ports {
+    use std::fs::File;
+    use std::net::TcpListener;
+    use std::sync::Mutex;
+
+    /// The locks this process holds; never released before exit.
+    static CLAIMED: Mutex<Vec<File>> = Mutex::new(Vec::new());
+
+    /// `[low, high)`: ports the kernel never picks for ephemeral binds.
+    fn range() -> (u16, u16) {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        if ephemeral_low > 12_000 {
+            (10_000, ephemeral_low)
+        } else {
+            (61_000, 65_000)
+        }
+    }
+
+    pub fn claim() -> u16 {
+        let (low, high) = range();
+        let span = u32::from(high - low);
+        let dir = std::env::temp_dir().join("ferry-test-ports");
+        let _ = std::fs::create_dir_all(&dir);
+        // Start somewhere different in each process; walk from there.
+        let seed = std::process::id()
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()));
+        let mut claimed = CLAIMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for i in 0..span {
+            let port = low + u16::try_from((seed.wrapping_add(i * 7919)) % span).unwrap_or(0);
+            let Ok(file) = File::create(dir.join(format!("{port}.lock"))) else {
+                continue;
+            };
+            if file.try_lock().is_err() {
+                continue; // another test process holds it
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue; // something outside the tests uses it
+            }
+            claimed.push(file);
+            return port;
+        }
+        panic!("no free port on 127.0.0.1 between {low} and {high}");
+    }
 }
 
 /// `127.0.0.1:<free port>`.

@@ -9,7 +9,7 @@ use ferry::kafka::{compacted, BrokerStorage, DevBroker};
 use ferry::runtime::{BrokerMode, Planned, Running, TaskState};
 use ferry::schema::envelope::{now_millis, EventEnvelope};
 use ferry::source::{BoxedSource, Durable, Poll, Positions, Source, SourceContext, SourceRecord};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -47,9 +47,7 @@ impl Source for Pushed {
 }
 
 fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    ferry_testkit::free_addr()
 }
 
 fn envelope(i: usize) -> apache_avro::types::Value {
