@@ -1,12 +1,16 @@
 //! Connector throughput, beside raw rdkafka on the same broker.
 //!
 //! `cargo bench -p ferry-connectors --bench pipeline` (env: `RECORDS`,
-//! default 50000). On the embedded broker (tansu, memory engine), in one
-//! process: the demo CRM API serves `RECORDS` contacts; the `http_poll`
-//! source writes them to Kafka (pages of 1000); then the `http` sink
-//! delivers them to the demo target (batches of 100 records, one request
-//! per record). Raw rdkafka produce and consume of the same number of
-//! records of the same size give the ratios.
+//! default 50000; `RUNS`, default 5). On the embedded broker (tansu, memory
+//! engine), in one process: the demo CRM API serves `RECORDS` contacts; the
+//! `http_poll` source writes them to Kafka (pages of 1000); then the `http`
+//! sink delivers them to the demo target (one request per record). Raw
+//! rdkafka produce and consume of the same number of records of the same
+//! size give the ratios. The four variants alternate (raw produce, source,
+//! raw consume, sink), `RUNS` times, each run on fresh topics and groups,
+//! and the bench prints each variant's median with its spread (min..max),
+//! and the median of the per-run ratios: one run moves by more than the
+//! differences worth measuring.
 //!
 //! Then the memory bound: `BACKLOG` records (default 1,000,000) wait in a
 //! topic while the `ferry` binary (release build, a process of its own) runs
@@ -19,22 +23,39 @@ use ferry_connectors::demo::{Demo, DemoApi};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    ferry_testkit::free_addr()
 }
 
-fn metric(name: &str) -> f64 {
+/// The sum of a metric's series whose labels contain `label`.
+fn metric(name: &str, label: &str) -> f64 {
     ferry::telemetry::metrics::install()
         .render()
         .lines()
-        .filter(|l| l.starts_with(name))
+        .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Median and spread of a variant's runs.
+fn summary(rates: &[f64]) -> (f64, f64, f64) {
+    let mut v = rates.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = if v.is_empty() {
+        0.0
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    (
+        median,
+        v.first().copied().unwrap_or(0.0),
+        v.last().copied().unwrap_or(0.0),
+    )
 }
 
 /// Produces `n` records, cycling through `values`.
@@ -74,7 +95,7 @@ async fn raw_produce(bootstrap: &str, topic: &str, n: usize, values: &[Vec<u8>])
 fn raw_consume(bootstrap: &str, topic: &str, n: usize) -> f64 {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "bench-raw")
+        .set("group.id", format!("bench-raw-{topic}"))
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
@@ -108,8 +129,8 @@ fn config(
     path
 }
 
-const SOURCE: &str = "  - name: crm\n    type: http_poll\n    url: http://{api}/contacts\n    topic: bench.contacts\n    interval: 1s\n    items: /data\n    key: /id\n    query:\n      limit: 1000\n    pagination:\n      type: cursor\n      from: /next_cursor\n      param: cursor\n    incremental:\n      field: /updated_at\n      param: updated_since\n";
-const SINK: &str = "  - name: target\n    type: http\n    topic: bench.contacts\n    method: PUT\n    url: http://{api}/target/contacts/{{ key }}\n    body: payload\n";
+const SOURCE: &str = "  - name: crm{run}\n    type: http_poll\n    url: http://{api}/contacts\n    topic: bench.contacts.{run}\n    interval: 1s\n    items: /data\n    key: /id\n    query:\n      limit: 1000\n    pagination:\n      type: cursor\n      from: /next_cursor\n      param: cursor\n    incremental:\n      field: /updated_at\n      param: updated_since\n";
+const SINK: &str = "  - name: target{run}\n    type: http\n    topic: bench.contacts.{run}\n    method: PUT\n    url: http://{api}/target/contacts/{{ key }}\n    body: payload\n";
 
 async fn run_until(path: &std::path::Path, done: impl Fn() -> bool) -> Duration {
     let mut config = ferry::config::load(path).expect("config loads");
@@ -127,10 +148,7 @@ async fn run_until(path: &std::path::Path, done: impl Fn() -> bool) -> Duration 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = t.elapsed();
-    running
-        .shutdown()
-        .await
-        .expect("stops");
+    running.shutdown().await.expect("stops");
     took
 }
 
@@ -155,7 +173,6 @@ async fn main() {
         value_schema: None,
         key_schema: None,
     };
-    admin.ensure_topic(&spec).await.expect("raw topic");
 
     let api = DemoApi::serve(free(), Demo::default())
         .await
@@ -169,37 +186,80 @@ async fn main() {
     // limit on the consumer side count compressed bytes only).
     let values: Vec<Vec<u8>> = (0..1000).map(|_| random_text(330).into_bytes()).collect();
 
-    let raw_p = raw_produce(&bootstrap, "bench.raw", n, &values).await;
-    let raw_c = tokio::task::spawn_blocking({
-        let b = bootstrap.clone();
-        move || raw_consume(&b, "bench.raw", n)
-    })
-    .await
-    .expect("consume");
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (mut raw_ps, mut raw_cs, mut sources, mut sinks) = (vec![], vec![], vec![], vec![]);
+    let (mut source_ratios, mut sink_ratios) = (vec![], vec![]);
+    for run in 0..runs {
+        let raw_topic = format!("bench.raw.{run}");
+        admin
+            .ensure_topic(&ferry::config::TopicSpec {
+                name: raw_topic.clone(),
+                ..spec.clone()
+            })
+            .await
+            .expect("raw topic");
+        let raw_p = raw_produce(&bootstrap, &raw_topic, n, &values).await;
 
-    let source_cfg = config(dir.path(), &bootstrap, api.addr(), SOURCE);
-    let source = run_until(&source_cfg, || {
-        metric("ferry_source_records_total") >= n as f64
-    })
-    .await;
-    let source_rate = n as f64 / source.as_secs_f64();
+        let source_cfg = config(
+            dir.path(),
+            &bootstrap,
+            api.addr(),
+            &SOURCE.replace("{run}", &run.to_string()),
+        );
+        let label = format!("connector=\"crm{run}\"");
+        let source = run_until(&source_cfg, || {
+            metric("ferry_source_records_total", &label) >= n as f64
+        })
+        .await;
+        let source_rate = n as f64 / source.as_secs_f64();
 
-    let sink_cfg = config(dir.path(), &bootstrap, api.addr(), SINK);
-    let demo = api.demo().clone();
-    let sink = run_until(&sink_cfg, || demo.received().len() >= n).await;
-    let sink_rate = n as f64 / sink.as_secs_f64();
+        let raw_c = tokio::task::spawn_blocking({
+            let b = bootstrap.clone();
+            move || raw_consume(&b, &raw_topic, n)
+        })
+        .await
+        .expect("consume");
 
-    println!("records: {n}");
-    println!("raw rdkafka produce: {raw_p:>9.0} rec/s");
-    println!("raw rdkafka consume: {raw_c:>9.0} rec/s");
-    println!(
-        "http_poll source:    {source_rate:>9.0} rec/s  ({:.2} x raw produce)",
-        source_rate / raw_p
-    );
-    println!(
-        "http sink:           {sink_rate:>9.0} rec/s  ({:.2} x raw consume)",
-        sink_rate / raw_c
-    );
+        let sink_cfg = config(
+            dir.path(),
+            &bootstrap,
+            api.addr(),
+            &SINK.replace("{run}", &run.to_string()),
+        );
+        let demo = api.demo().clone();
+        let before = demo.received().len();
+        let sink = run_until(&sink_cfg, || demo.received().len() >= before + n).await;
+        let sink_rate = n as f64 / sink.as_secs_f64();
+        println!(
+            "run {run}: raw produce {raw_p:.0}, source {source_rate:.0} ({:.2}), raw consume {raw_c:.0}, sink {sink_rate:.0} ({:.2}) rec/s",
+            source_rate / raw_p,
+            sink_rate / raw_c
+        );
+        raw_ps.push(raw_p);
+        raw_cs.push(raw_c);
+        sources.push(source_rate);
+        sinks.push(sink_rate);
+        source_ratios.push(source_rate / raw_p);
+        sink_ratios.push(sink_rate / raw_c);
+    }
+
+    println!("records: {n}, runs: {runs} (median, min..max)");
+    for (name, rates) in [
+        ("raw rdkafka produce", &raw_ps),
+        ("raw rdkafka consume", &raw_cs),
+        ("http_poll source", &sources),
+        ("http sink", &sinks),
+    ] {
+        let (m, lo, hi) = summary(rates);
+        println!("{name:<20} {m:>9.0} rec/s  ({lo:.0}..{hi:.0})");
+    }
+    let (m, lo, hi) = summary(&source_ratios);
+    println!("source / raw produce: {m:.2} ({lo:.2}..{hi:.2})");
+    let (m, lo, hi) = summary(&sink_ratios);
+    println!("sink / raw consume:   {m:.2} ({lo:.2}..{hi:.2})");
 
     let backlog: usize = std::env::var("BACKLOG")
         .ok()

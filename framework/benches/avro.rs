@@ -27,7 +27,7 @@ fn contact(i: usize) -> Contact {
         id: format!("c-{i}"),
         name: Some(format!("Person {i}")),
         email: Some(format!("person{i}@example.com")),
-        phone: (i % 2 == 0).then(|| format!("+4420{i:08}")),
+        phone: i.is_multiple_of(2).then(|| format!("+4420{i:08}")),
         source: "crm".into(),
         updated_at: Some(1_764_000_000_000 + i as i64),
         lifetime_value: None,

@@ -3,10 +3,15 @@
 
 mod bad_input;
 mod compose;
+mod fake_target;
 mod pipeline;
 mod quickstart;
+mod rebalance;
 mod restart;
 mod schemas;
+mod secrets;
+mod sink_faults;
+mod state_topics;
 
 use ferry_testkit::free_addr;
 use std::net::SocketAddr;

@@ -127,6 +127,21 @@ async fn wait_delivered(
     ferry: &FerryProcess,
     admin: std::net::SocketAddr,
 ) {
+    wait_delivered_but(demo, within, ferry, admin, 0).await;
+}
+
+/// Like [`wait_delivered`], but up to `superseded` served versions may be
+/// missing if a newer version of the same contact arrived: what a kill
+/// costs a poll source (the page in flight is fetched again after the
+/// restart, and a contact that changed meanwhile comes back newer).
+/// Returns how many were.
+async fn wait_delivered_but(
+    demo: &Demo,
+    within: Duration,
+    ferry: &FerryProcess,
+    admin: std::net::SocketAddr,
+    superseded: usize,
+) -> usize {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let received: BTreeSet<(String, u64)> = demo.received().into_iter().collect();
@@ -136,9 +151,24 @@ async fn wait_delivered(
             .iter()
             .filter(|(k, v)| !received.contains(&((*k).clone(), **v)))
             .count();
-        let missing_served = served.difference(&received).count();
+        let newest: BTreeMap<&String, u64> =
+            received.iter().fold(BTreeMap::new(), |mut m, (k, v)| {
+                let e = m.entry(k).or_insert(*v);
+                *e = (*e).max(*v);
+                m
+            });
+        let (skipped, missing_served): (Vec<_>, Vec<_>) = served
+            .difference(&received)
+            .partition(|(k, v)| newest.get(k).is_some_and(|n| n > v));
+        let missing_served = missing_served.len();
         if missing_latest == 0 && missing_served == 0 {
-            return;
+            assert!(
+                skipped.len() <= superseded,
+                "{} served versions never arrived (newer ones did): more than the {superseded} allowed: {:?}",
+                skipped.len(),
+                skipped.iter().take(10).collect::<Vec<_>>()
+            );
+            return skipped.len();
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -203,13 +233,10 @@ async fn every_version_the_crm_serves_reaches_the_target_in_order() {
         "the target got exactly the versions the CRM served"
     );
     assert_eq!(received.len(), served.len() + duplicates);
-    // Without a crash, the only repeats are contacts sitting exactly on a
-    // poll's `updated_since` boundary (fetched again, by design).
-    assert!(
-        duplicates <= received.len() / 4,
-        "{duplicates} duplicates of {}",
-        received.len()
-    );
+    // Without a crash or a rebalance nothing is repeated: the items on a
+    // poll's `updated_since` boundary come back (by design) but are skipped
+    // unless they changed, and every write is acknowledged once.
+    assert_eq!(duplicates, 0, "{duplicates} repeats without a fault");
     eprintln!(
         "pipeline: {} versions written, {} served, {} delivered, {duplicates} duplicates",
         p.demo().versions_written(),
@@ -296,41 +323,95 @@ async fn every_version_the_crm_serves_reaches_the_target_in_order() {
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_ferry_loses_nothing_after_restart() {
-    let p = Pipeline::start(60, 10, 500, "").await;
-    let mut ferry = p.spawn();
-    keep_changing(p.demo(), 60, 100).await;
-    // Kill it mid-run: changes keep coming, deliveries are in flight.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while p.demo().received().len() < 80 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ferry.signal("KILL");
-    ferry.wait(Duration::from_secs(30));
-    let before_restart = p.demo().received().len();
-    keep_changing(p.demo(), 60, 100).await;
+/// What one kill may repeat at the target (the README's duplicate window):
+/// the sink's write in flight and the one before it, whose commit may not
+/// have landed (2 x `RECORDS_PER_WRITE`); the source's page in flight (`page`
+/// records, produced again after the restart and so delivered again); and
+/// the item on the incremental cursor's boundary, fetched again once by a
+/// restarted source (1).
+fn repeats_per_kill(page: usize) -> usize {
+    2 * ferry_connectors::sinks::http::RECORDS_PER_WRITE + page + 1
+}
 
+/// Kills Ferry with SIGKILL again and again at random moments while the CRM
+/// keeps changing; `FERRY_SOAK_KILLS` sets how often (5 by default; the
+/// issue's soak ran 20). Nothing is lost, the last write per contact is its
+/// newest version, and the repeats stay within the window per kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ferry_killed_again_and_again_loses_nothing_and_repeats_within_the_window() {
+    const PAGE: usize = 10;
+    let kills: usize = std::env::var("FERRY_SOAK_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(5);
+    let p = Pipeline::start(60, PAGE, 500, "").await;
+    let demo = p.demo().clone();
+    let changes = tokio::spawn(async move { keep_changing(&demo, 60, 1_000_000).await });
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let mut before_each_kill = Vec::new();
+    for _ in 0..kills {
+        let before = p.demo().received().len();
+        let mut ferry = p.spawn();
+        // Once this incarnation delivers, kill it at a random moment within
+        // the next 1.5 s (xorshift), while records are in flight.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while p.demo().received().len() <= before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing delivered after a restart\n{}",
+                ferry.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(seed % 1_500)).await;
+        ferry.signal("KILL");
+        ferry.wait(Duration::from_secs(30));
+        before_each_kill.push(p.demo().received().len());
+    }
+    changes.abort();
+    let _ = changes.await;
     let mut ferry = p.spawn();
-    keep_changing(p.demo(), 60, 100).await;
-    wait_delivered(p.demo(), Duration::from_secs(90), &ferry, p.admin).await;
+    // A kill can cost the versions of the page in flight that changed again
+    // before the restart fetched the page anew: at most a page per kill.
+    let superseded = wait_delivered_but(
+        p.demo(),
+        Duration::from_secs(120),
+        &ferry,
+        p.admin,
+        kills * PAGE,
+    )
+    .await;
     let received = p.demo().received();
     let duplicates = check_order_and_count_duplicates_after_crash(&received);
     let unique: BTreeSet<(String, u64)> = received.iter().cloned().collect();
-    assert_eq!(
-        unique,
-        p.demo().served(),
-        "no version lost across the crash"
-    );
-    // The duplicate window: what the sink wrote since its last offset commit
-    // (at most everything before the kill) plus the source's unfinished
-    // poll cycle (at most every contact once).
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for (k, v) in &received {
+        last.insert(k, *v);
+    }
+    for (k, v) in p.demo().latest_versions() {
+        assert_eq!(
+            last.get(k.as_str()),
+            Some(&v),
+            "{k}: the last write is the newest version"
+        );
+    }
+    let bound = kills * repeats_per_kill(PAGE);
     assert!(
-        duplicates <= before_restart + 60,
-        "{duplicates} duplicates; {before_restart} delivered before the kill"
+        duplicates <= bound,
+        "{duplicates} repeats after {kills} kills; the window allows {bound}"
+    );
+    assert!(
+        before_each_kill.windows(2).any(|w| w[1] > w[0]),
+        "deliveries happened between kills: {before_each_kill:?}"
     );
     eprintln!(
-        "crash: {} delivered ({before_restart} before the kill), {} unique, {duplicates} duplicates",
+        "soak: {kills} kills, {} delivered, {} unique, {duplicates} repeats (bound {bound}), {superseded} served versions superseded before redelivery; delivered before each kill: {before_each_kill:?}",
         received.len(),
         unique.len()
     );

@@ -63,12 +63,14 @@ mod ports {
         let dir = std::env::temp_dir().join("ferry-test-ports");
         let _ = std::fs::create_dir_all(&dir);
         // Start somewhere different in each process; walk from there.
-        let seed = std::process::id()
-            .wrapping_mul(2_654_435_761)
-            .wrapping_add(std::time::SystemTime::now()
+        let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+            std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos()));
-        let mut claimed = CLAIMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                .map_or(0, |d| d.subsec_nanos()),
+        );
+        let mut claimed = CLAIMED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for i in 0..span {
             let port = low + u16::try_from((seed.wrapping_add(i * 7919)) % span).unwrap_or(0);
             let Ok(file) = File::create(dir.join(format!("{port}.lock"))) else {
@@ -146,7 +148,8 @@ impl TestRegistry {
     pub async fn start(bootstrap: &str) -> Self {
         use ferry::schema::registry::{server, Registry, RegistrySettings};
         let settings = RegistrySettings {
-            topic: "_schemas".into(),
+            // Its own topic: not Confluent's `_schemas`, nor the `ferry` under test's.
+            topic: "_test_registry_schemas".into(),
             default_compatibility: ferry::schema::CompatibilityLevel::Backward,
             timeout: Duration::from_secs(20),
         };

@@ -46,8 +46,9 @@ impl Secret {
 }
 
 fn env_secret(name: &str) -> Result<String, String> {
-    std::env::var(name)
-        .map_err(|_| format!("the secret refers to environment variable `{name}`, which is not set"))
+    std::env::var(name).map_err(|_| {
+        format!("the secret refers to environment variable `{name}`, which is not set")
+    })
 }
 
 fn file_secret(path: &str) -> Result<String, String> {
@@ -183,7 +184,10 @@ mod tests {
         let s = resolve_embedded("Bearer ${env:FERRY_SECRET_TEST_EMBEDDED}; ${HOME_NOT_OURS}")
             .expect("resolves");
         assert_eq!(s, "Bearer tok-3141; ${HOME_NOT_OURS}");
-        assert_eq!(crate::telemetry::redact::scrub(&s), "Bearer ***; ${HOME_NOT_OURS}");
+        assert_eq!(
+            crate::telemetry::redact::scrub(&s),
+            "Bearer ***; ${HOME_NOT_OURS}"
+        );
         let e = resolve_embedded("x ${env:FERRY_SECRET_TEST_NOT_SET} y").expect_err("unset");
         assert!(e.contains("FERRY_SECRET_TEST_NOT_SET"), "{e}");
     }

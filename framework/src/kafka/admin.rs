@@ -112,11 +112,14 @@ impl KafkaAdmin {
                 let policy = config
                     .get("cleanup.policy")
                     .map_or("delete", String::as_str);
-                if !policy.split(',').any(|p| p.trim() == "compact") {
+                // `compact,delete` still deletes after retention: a position
+                // that has not changed for a week would go (Kafka Connect
+                // demands exactly `compact` too).
+                if policy.split(',').map(str::trim).ne(["compact"]) {
                     return Err(KafkaLayerError::Topic {
                         topic: spec.name.clone(),
                         message: format!(
-                            "exists with cleanup.policy={policy}, but Ferry keeps state in it and needs `compact` (otherwise the state is deleted with old records); set cleanup.policy=compact on it, or name another topic in `{config_key}`"
+                            "exists with cleanup.policy={policy}, but Ferry keeps state in it and needs exactly `compact` (otherwise the state is deleted with old records); set cleanup.policy=compact on it, or name another topic in `{config_key}`"
                         ),
                     });
                 }

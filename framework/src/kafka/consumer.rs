@@ -130,7 +130,10 @@ fn unassign<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     partitions: &[TopicPartition],
 ) -> KafkaResult<()> {
-    if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
+    if matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    ) {
         consumer.incremental_unassign(&tpl_of(partitions))
     } else {
         consumer.unassign()
@@ -147,7 +150,10 @@ impl ConsumerContext for GroupContext {
         let list = partitions(tpl);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assigned = if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
+                let assigned = if matches!(
+                    consumer.rebalance_protocol(),
+                    RebalanceProtocol::Cooperative
+                ) {
                     consumer.incremental_assign(tpl)
                 } else {
                     consumer.assign(tpl)
@@ -366,26 +372,27 @@ impl KafkaConsumer {
     pub fn commit_in_background(&self) -> tokio::task::JoinHandle<()> {
         let inner = self.arc();
         let group = self.group_id.clone();
-        tokio::task::spawn_blocking(move || {
-            match inner.commit_consumer_state(CommitMode::Sync) {
+        tokio::task::spawn_blocking(
+            move || match inner.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(e) => {
                     tracing::warn!(%group, error = %e, "committing offsets failed; the next commit carries them");
                 }
-            }
-        })
+            },
+        )
     }
 
     /// Commits every stored offset and waits for the broker's answer, on a
     /// blocking thread.
     pub async fn commit(&self) -> Result<(), KafkaLayerError> {
         let inner = self.arc();
-        let result = tokio::task::spawn_blocking(move || inner.commit_consumer_state(CommitMode::Sync))
-            .await
-            .map_err(|e| KafkaLayerError::Topic {
-                topic: "*".into(),
-                message: format!("commit task failed: {e}"),
-            })?;
+        let result =
+            tokio::task::spawn_blocking(move || inner.commit_consumer_state(CommitMode::Sync))
+                .await
+                .map_err(|e| KafkaLayerError::Topic {
+                    topic: "*".into(),
+                    message: format!("commit task failed: {e}"),
+                })?;
         match result {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(source) => Err(KafkaLayerError::Client {

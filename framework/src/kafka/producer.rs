@@ -6,8 +6,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::Message;
 use rdkafka::util::Timeout;
+use rdkafka::Message;
 use std::time::Duration;
 
 /// A record on its way to Kafka.

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Positions could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetsError {
-    #[error("offsets topic `{topic}`: {source}")]
+    #[error("offsets topic: {source}")]
     Kafka {
         topic: String,
         #[source]

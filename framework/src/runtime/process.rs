@@ -495,6 +495,7 @@ impl Running {
         let flush_within = budget.flush(started.elapsed());
         let flushed = self.producer.flush(flush_within).await;
         // Every client goes before the broker does, so none of them sees it vanish.
+        drop(self.offsets);
         drop(self.producer);
         drop(self.admin_client);
         drop(self.codecs);

@@ -44,12 +44,12 @@
 //! an attempt ends, for whatever reason, its write is dropped with it and
 //! can never land after a newer attempt's.
 
+use super::connectors::SinkFactory;
 use super::headers;
 use super::source_task::Exit;
 use super::supervisor::TaskHandle;
 use super::Shutdown;
 use crate::error::ConnectorError;
-use super::connectors::SinkFactory;
 use crate::kafka::{KafkaConfig, KafkaConsumer, Rebalance, Received, TopicPartition};
 use crate::resilience::Backoff;
 use crate::schema::json::to_json;
@@ -493,7 +493,11 @@ impl SinkTask<'_> {
                     self.abandon().await?;
                 }
                 if in_sink && !lost {
-                    tracing::info!(connector = self.name, ?partitions, "partitions revoked; finishing the batch in the sink before releasing them");
+                    tracing::info!(
+                        connector = self.name,
+                        ?partitions,
+                        "partitions revoked; finishing the batch in the sink before releasing them"
+                    );
                     self.revoking = Some(Revoking {
                         partitions,
                         deadline: Instant::now() + drain_within,
@@ -541,7 +545,8 @@ impl SinkTask<'_> {
             .filter(|(tp, _)| !self.revoked.contains(tp))
             .collect();
         for (tp, offset) in &positions {
-            self.buffer.retain(|e| !e.in_partitions(std::slice::from_ref(tp)));
+            self.buffer
+                .retain(|e| !e.in_partitions(std::slice::from_ref(tp)));
             self.next_offsets.insert(tp.clone(), *offset);
         }
         self.buffered_bytes = self.buffer.iter().map(Entry::size).sum();
@@ -807,9 +812,10 @@ mod tests {
     async fn a_permanent_failure_stops_retrying_and_keeps_what_was_written() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Scripted {
-            script: VecDeque::from([Box::new(|n| {
-                SinkFailure::at(n, 1, ConnectorError::user("400"))
-            }) as Box<dyn Fn(usize) -> SinkFailure + Send>]),
+            script: VecDeque::from([
+                Box::new(|n| SinkFailure::at(n, 1, ConnectorError::user("400")))
+                    as Box<dyn Fn(usize) -> SinkFailure + Send>,
+            ]),
             seen: Arc::clone(&seen),
         };
         let batch = (0..3).map(|o| record(0, o)).collect();
@@ -818,5 +824,4 @@ mod tests {
         assert!(matches!(&done.permanent, Some((1, e)) if !e.is_retryable()));
         assert_eq!(seen.lock().expect("lock").len(), 1, "no retry of a 400");
     }
-
 }

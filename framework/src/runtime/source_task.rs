@@ -61,6 +61,7 @@ pub(crate) async fn run(
         partitions = resume.len(),
         "source resuming"
     );
+    let mut stored = resume.clone();
     source.0.open(&ctx, resume).await?;
     loop {
         let polled = tokio::select! {
@@ -102,11 +103,17 @@ pub(crate) async fn run(
             }
         };
         for (partition, position) in durable {
+            // An idle source checkpoints the same position every cycle:
+            // write it once.
+            if stored.get(&partition) == Some(&position) {
+                continue;
+            }
             offsets
                 .store(name, &partition, &position)
                 .await
                 .map_err(|e| ConnectorError::external(e.to_string()))?;
             source.0.durable(&partition, &position).await?;
+            stored.insert(partition, position);
         }
     }
 }

@@ -98,10 +98,11 @@ pub struct TaskHandle {
 
 impl TaskHandle {
     pub fn paused(&self, reason: String) {
-        self.statuses
-            .update(&self.name, |s| s.state = TaskState::Paused {
+        self.statuses.update(&self.name, |s| {
+            s.state = TaskState::Paused {
                 reason: redact::scrub(&reason).into_owned(),
-            });
+            }
+        });
     }
 
     pub fn running(&self) {
@@ -276,7 +277,11 @@ mod tests {
             Shutdown::new(),
             move |_| {
                 counted.fetch_add(1, Ordering::SeqCst);
-                async { Err(ConnectorError::user("record t/0@4 failed for good: HTTP 400")) }
+                async {
+                    Err(ConnectorError::user(
+                        "record t/0@4 failed for good: HTTP 400",
+                    ))
+                }
             },
         );
         task.await.expect("supervisor itself never panics");

@@ -58,7 +58,8 @@ impl EventEnvelope {
 }
 
 /// The namespace of Ferry's event ids (UUID version 5).
-const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a0c_52f4_8e1d_4b7e_9d51_f3a2_c0de_0001);
+const EVENT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6a0c_52f4_8e1d_4b7e_9d51_f3a2_c0de_0001);
 
 impl EventEnvelope {
     /// The id of an event, derived from what identifies it: the connector,

@@ -43,8 +43,7 @@ impl<W: std::io::Write> std::io::Write for Scrubbed<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match std::str::from_utf8(buf) {
             Ok(text) => {
-                self.0
-                    .write_all(super::redact::scrub(text).as_bytes())?;
+                self.0.write_all(super::redact::scrub(text).as_bytes())?;
                 Ok(buf.len())
             }
             Err(_) => self.0.write(buf),

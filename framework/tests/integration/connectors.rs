@@ -159,9 +159,6 @@ async fn pushed_records_are_acknowledged_only_once_durable_and_a_batch_source_co
         .map(|v| serde_json::from_slice::<serde_json::Value>(v).expect("json"));
     assert_eq!(position, Some(serde_json::json!({"n": 4})));
 
-    running
-        .shutdown()
-        .await
-        .expect("stops");
+    running.shutdown().await.expect("stops");
     broker.stop().await;
 }

@@ -4,4 +4,6 @@
 
 mod connectors;
 mod kafka_layer;
+mod partitioner;
+mod producer_order;
 mod registry;

@@ -49,7 +49,10 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
         if !inc.field.starts_with('/') {
             return Err(ctx.invalid(
                 "incremental.field",
-                format!("`{}` is not a JSON pointer (they start with `/`)", inc.field),
+                format!(
+                    "`{}` is not a JSON pointer (they start with `/`)",
+                    inc.field
+                ),
             ));
         }
         if matches!(

@@ -291,10 +291,7 @@ impl HttpPollSource {
             correlation_id: correlation_id.clone(),
             content_type: "application/json".to_owned(),
             payload,
-            attributes: HashMap::from([(
-                "url".to_owned(),
-                ferry::telemetry::redact::url(url),
-            )]),
+            attributes: HashMap::from([("url".to_owned(), ferry::telemetry::redact::url(url))]),
         };
         Ok(
             SourceRecord::new(PARTITION, Json::Null, envelope.into_value())
@@ -741,25 +738,40 @@ mod tests {
         assert_eq!(compare(&json!(10), &json!(9)), Ordering::Greater);
         // Past 2^53, f64 would call these equal.
         assert_eq!(
-            compare(&json!(9_007_199_254_740_993_u64), &json!(9_007_199_254_740_992_u64)),
+            compare(
+                &json!(9_007_199_254_740_993_u64),
+                &json!(9_007_199_254_740_992_u64)
+            ),
             Ordering::Greater
         );
         assert_eq!(compare(&json!(1.5), &json!(1.25)), Ordering::Greater);
         assert_eq!(
-            compare(&json!("2026-11-25T10:00:01Z"), &json!("2026-11-25T10:00:00Z")),
+            compare(
+                &json!("2026-11-25T10:00:01Z"),
+                &json!("2026-11-25T10:00:00Z")
+            ),
             Ordering::Greater
         );
         // As text, "11:00+02:00" sorts after "10:00Z"; as instants it is earlier.
         assert_eq!(
-            compare(&json!("2026-11-25T11:00:00+02:00"), &json!("2026-11-25T10:00:00Z")),
+            compare(
+                &json!("2026-11-25T11:00:00+02:00"),
+                &json!("2026-11-25T10:00:00Z")
+            ),
             Ordering::Less
         );
         assert_eq!(
-            compare(&json!("2026-11-25T10:00:00.5Z"), &json!("2026-11-25T10:00:00Z")),
+            compare(
+                &json!("2026-11-25T10:00:00.5Z"),
+                &json!("2026-11-25T10:00:00Z")
+            ),
             Ordering::Greater
         );
         assert_eq!(
-            compare(&json!("100000000000000000000001"), &json!("99999999999999999999999")),
+            compare(
+                &json!("100000000000000000000001"),
+                &json!("99999999999999999999999")
+            ),
             Ordering::Greater
         );
         assert_eq!(compare(&json!("b"), &json!("a")), Ordering::Greater);

@@ -121,7 +121,11 @@ async fn changes(State(f): State<Arc<Fake>>, Query(q): Query<HashMap<String, Str
     }
     let order = f.order.lock().expect("lock").clone();
     let items: Vec<Value> = match order {
-        Some(order) => order.into_iter().filter(|n| *n >= since).map(item).collect(),
+        Some(order) => order
+            .into_iter()
+            .filter(|n| *n >= since)
+            .map(item)
+            .collect(),
         None => (since..ITEMS).map(item).collect(),
     };
     Json(items).into_response()
@@ -482,9 +486,15 @@ async fn items_out_of_incremental_order_stop_the_connector_instead_of_skipping_c
     }));
     s.open(&ctx(), Positions::new()).await.expect("open");
     let e = s.poll(&ctx()).await.expect_err("out of order");
-    assert!(!e.is_retryable(), "retrying would not change the API's order");
+    assert!(
+        !e.is_retryable(),
+        "retrying would not change the API's order"
+    );
     let m = e.to_string();
-    assert!(m.contains("= 5") && m.contains("7") && m.contains("ascending"), "{m}");
+    assert!(
+        m.contains("= 5") && m.contains("7") && m.contains("ascending"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -497,7 +507,10 @@ async fn an_answer_larger_than_the_limit_is_refused() {
     s.open(&ctx(), Positions::new()).await.expect("open");
     let e = s.poll(&ctx()).await.expect_err("too large");
     let m = e.to_string();
-    assert!(m.contains("max_response_bytes") && m.contains("10000"), "{m}");
+    assert!(
+        m.contains("max_response_bytes") && m.contains("10000"),
+        "{m}"
+    );
     assert!(!m.contains("k-secret-1"), "the API key is not printed: {m}");
 }
 
@@ -521,7 +534,11 @@ async fn a_repeated_item_keeps_its_event_id_and_a_changed_one_gets_a_new_id() {
         "url": format!("{base}/changes"), "topic": "t", "key": "/id"
     }));
     other.open(&ctx(), Positions::new()).await.expect("open");
-    assert_eq!(walk(&mut other).await.ids, first.ids, "ids do not depend on the process");
+    assert_eq!(
+        walk(&mut other).await.ids,
+        first.ids,
+        "ids do not depend on the process"
+    );
 }
 
 #[tokio::test]

@@ -9,6 +9,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+fn embedded_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|u| crate::config::secret::resolve_embedded(&u).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 /// The default registry topic.
 pub const DEFAULT_TOPIC: &str = "_ferry_schemas";
 
@@ -17,7 +23,9 @@ pub const DEFAULT_TOPIC: &str = "_ferry_schemas";
 #[serde(deny_unknown_fields, default)]
 pub struct SchemaRegistryConfig {
     /// URL of an external Confluent-compatible registry (Confluent, Karapace,
-    /// Apicurio's ccompat API, Redpanda). Unset: Ferry serves its own on `listen`.
+    /// Apicurio's ccompat API, Redpanda). Unset: Ferry serves its own on
+    /// `listen`. May hold secret references.
+    #[serde(deserialize_with = "embedded_url")]
     pub url: Option<String>,
     /// Where Ferry's own registry listens when `url` is unset.
     pub listen: SocketAddr,

@@ -1,0 +1,413 @@
+//! Faults a sink meets at its target and in its input, with the real `ferry`
+//! binary, a real broker and a fake target: a record that cannot be decoded,
+//! a record the target refuses for good, a target that redirects, and a
+//! target that hangs while Ferry stops. Each test checks what the README
+//! promises under that fault: nothing written twice, nothing after a bad
+//! record written, offsets committed up to it, no restart loop, a stop
+//! within `shutdown_timeout`.
+
+use crate::fake_target::FakeTarget;
+use crate::ferry_bin;
+use ferry_connectors::demo::{Demo, DemoApi};
+use ferry_testkit::{free_addr, http_get, repo_root, FerryProcess, TestBroker};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A broker, a topic with one partition, and a Ferry config running one
+/// `http` sink on it.
+struct Setup {
+    broker: TestBroker,
+    dir: tempfile::TempDir,
+    admin: SocketAddr,
+    topic: String,
+}
+
+impl Setup {
+    async fn new(topic: &str) -> Self {
+        let broker = TestBroker::start().await;
+        let admin_client: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &broker.bootstrap)
+            .create()
+            .expect("admin client");
+        let created = admin_client
+            .create_topics(
+                &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .expect("create topic");
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+        Self {
+            broker,
+            dir: tempfile::tempdir().expect("dir"),
+            admin: free_addr(),
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// Writes `records` (key, raw value) in order, each acknowledged.
+    async fn produce(&self, records: &[(String, Vec<u8>)]) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.broker.bootstrap)
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
+        for (key, value) in records {
+            producer
+                .send(
+                    FutureRecord::to(&self.topic).key(key).payload(value),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("acknowledged");
+        }
+    }
+
+    /// A config with one `http` sink; `sink` holds its settings after
+    /// `type: http` and `topic` (YAML, indented four spaces).
+    fn config(&self, sink: &str, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("ferry.yaml");
+        let text = format!(
+            r#"
+data_dir: {data}
+kafka:
+  bootstrap_servers: "{bootstrap}"
+admin:
+  listen: "{admin}"
+schema_registry:
+  listen: "{registry}"
+  schemas_dir: {schemas}
+{extra}
+connectors:
+  - name: sink
+    type: http
+    topic: {topic}
+{sink}
+"#,
+            data = self.dir.path().display(),
+            bootstrap = self.broker.bootstrap,
+            admin = self.admin,
+            registry = free_addr(),
+            schemas = repo_root().join("schemas").display(),
+            topic = self.topic,
+        );
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    fn run(&self, config: &std::path::Path) -> FerryProcess {
+        let cfg = config.display().to_string();
+        let mut p = FerryProcess::spawn(&ferry_bin(), &["run", &cfg], &repo_root(), &[]);
+        p.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
+        p
+    }
+
+    /// The sink connector's entry on `/connectors`.
+    fn status(&self) -> serde_json::Value {
+        let (_, body) = http_get(self.admin, "/connectors").unwrap_or_default();
+        let all: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        all.as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == "sink").cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the sink reports `state`; returns its status.
+    async fn wait_state(&self, state: &str, ferry: &FerryProcess) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.status();
+            if s["state"] == state {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sink never became {state}: {s}\n{}",
+                ferry.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The offset the sink's group committed on partition 0 (None: nothing).
+    fn committed(&self) -> Option<i64> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.broker.bootstrap)
+            .set("group.id", "ferry-sink-sink")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        let committed = c
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        match committed.find_partition(&self.topic, 0).map(|p| p.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        }
+    }
+
+    async fn stop(self) {
+        self.broker.stop().await;
+    }
+}
+
+fn json_record(key: &str) -> (String, Vec<u8>) {
+    (
+        key.to_owned(),
+        serde_json::json!({ "id": key }).to_string().into_bytes(),
+    )
+}
+
+/// The records around a bad one: five before, five after.
+fn around(bad: (String, Vec<u8>)) -> Vec<(String, Vec<u8>)> {
+    let mut records: Vec<_> = (0..5).map(|i| json_record(&format!("a{i}"))).collect();
+    records.push(bad);
+    records.extend((0..5).map(|i| json_record(&format!("b{i}"))));
+    records
+}
+
+/// Asserts the target got a0..a4 exactly once each and nothing else.
+fn assert_only_the_records_before(target: &FakeTarget) {
+    let delivered = target.delivered();
+    assert_eq!(
+        delivered,
+        ["a0", "a1", "a2", "a3", "a4"],
+        "the records before the bad one, each once; none after it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_stops_the_sink_in_failed_after_committing_what_came_before() {
+    let s = Setup::new("faults.undecodable").await;
+    // Confluent framing with a schema id the registry does not know.
+    let bad = ("bad".to_owned(), vec![0, 0, 0, 0x27, 0x0f, 2, 4, 6]);
+    s.produce(&around(bad)).await;
+    let target = FakeTarget::start().await;
+    let config = s.config(&format!("    url: {}/ok/{{{{ key }}}}\n", target.url()), "");
+    let mut ferry = s.run(&config);
+    let status = s.wait_state("FAILED", &ferry).await;
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("faults.undecodable/0@5") && reason.contains("9999"),
+        "the reason names the record and the unknown schema id: {status}"
+    );
+    // It stays FAILED: no restart loop, no rewrites.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = s.status();
+    assert_eq!(status["state"], "FAILED", "{status}");
+    assert_eq!(status["restarts"], 0, "no restart loop: {status}");
+    assert_only_the_records_before(&target);
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    assert_eq!(
+        s.committed(),
+        Some(5),
+        "committed up to the bad record: a restart resumes at it"
+    );
+
+    // A restart resumes at the bad record and stops there again: still
+    // nothing written twice, nothing after it written.
+    let mut again = s.run(&config);
+    s.wait_state("FAILED", &again).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_only_the_records_before(&target);
+    assert_eq!(again.interrupt(Duration::from_secs(60)), Some(0));
+    target.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_target_refuses_for_good_stops_the_sink_without_rewrites() {
+    let s = Setup::new("faults.refused").await;
+    s.produce(&around(json_record("poison"))).await;
+    let target = FakeTarget::start().await;
+    target.refuse("poison");
+    let config = s.config(&format!("    url: {}/ok/{{{{ key }}}}\n", target.url()), "");
+    let mut ferry = s.run(&config);
+    let status = s.wait_state("FAILED", &ferry).await;
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("faults.refused/0@5") && reason.contains("HTTP 400"),
+        "{status}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.status()["restarts"], 0);
+    assert_only_the_records_before(&target);
+    let poison_attempts = target
+        .seen()
+        .iter()
+        .filter(|r| r.path == "/ok/poison")
+        .count();
+    assert_eq!(poison_attempts, 1, "a 400 is not retried");
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    assert_eq!(s.committed(), Some(5));
+    target.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_target_is_a_failure_not_a_delivery() {
+    let s = Setup::new("faults.redirect").await;
+    let records: Vec<_> = (0..20).map(|i| json_record(&format!("r{i}"))).collect();
+    s.produce(&records).await;
+    let target = FakeTarget::start().await;
+    let config = s.config(
+        &format!("    url: {}/redirect/{{{{ key }}}}\n", target.url()),
+        "",
+    );
+    let mut ferry = s.run(&config);
+    let status = s.wait_state("FAILED", &ferry).await;
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("faults.redirect/0@0")
+            && reason.contains("HTTP 302")
+            && reason.contains("/elsewhere/r0"),
+        "{status}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = target.seen();
+    assert!(
+        seen.iter().all(|r| r.path.starts_with("/redirect/")),
+        "the redirect was not followed (a bodyless GET would have counted as delivered): {seen:?}"
+    );
+    assert_eq!(seen.len(), 1, "one attempt, not retried: {seen:?}");
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    assert_eq!(
+        s.committed(),
+        None,
+        "nothing was delivered, nothing committed"
+    );
+
+    // Opted in, a 307 (which keeps the method and body) is followed.
+    let config = s.config(
+        &format!(
+            "    url: {}/r307/{{{{ key }}}}\n    follow_redirects: true\n",
+            target.url()
+        ),
+        "",
+    );
+    let mut ferry = s.run(&config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while target.delivered().len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{}",
+            target.seen(),
+            ferry.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resent: Vec<_> = target
+        .seen()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/ok/"))
+        .collect();
+    assert!(
+        resent
+            .iter()
+            .all(|r| r.method == "POST" && r.body.contains("\"id\"")),
+        "the body was re-sent with the method: {resent:?}"
+    );
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    target.stop().await;
+    s.stop().await;
+}
+
+/// With the target hanging on a request, a stop still ends within
+/// `shutdown_timeout`, with the offsets of everything the target
+/// acknowledged committed: a restart repeats at most the abandoned batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_under_a_hung_target_exits_within_the_budget_with_offsets_committed() {
+    const RECORDS: usize = 200;
+    const BUDGET: Duration = Duration::from_secs(6);
+    let s = Setup::new("faults.hung").await;
+    let records: Vec<_> = (0..RECORDS)
+        .map(|i| {
+            (
+                format!("k{i:03}"),
+                serde_json::json!({"id": format!("k{i:03}"), "version": 1})
+                    .to_string()
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    s.produce(&records).await;
+    let api = DemoApi::serve(free_addr(), Demo::default())
+        .await
+        .expect("fake target");
+    let sink = format!(
+        "    method: PUT\n    url: http://{}/target/contacts/{{{{ key }}}}\n    timeout: 60s\n",
+        api.addr()
+    );
+    let config = s.config(&sink, &format!("shutdown_timeout: {}s", BUDGET.as_secs()));
+    let mut ferry = s.run(&config);
+    // Let part of the backlog through, then hang every request.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.demo().received().len() < 50 {
+        assert!(Instant::now() < deadline, "{}", ferry.stderr());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    api.demo().set_stalled(true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acknowledged = api.demo().received().len();
+    assert!(acknowledged < RECORDS, "the stall came mid-run");
+
+    let asked = Instant::now();
+    ferry.signal("TERM");
+    let status = ferry.wait(Duration::from_secs(60));
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", ferry.stderr());
+    // The budget plus process start-up noise; the target hangs for 60 s.
+    assert!(
+        took <= BUDGET + Duration::from_secs(2),
+        "stopped after {took:?} with a {BUDGET:?} budget\n{}",
+        ferry.stderr()
+    );
+    let committed = s.committed().expect("offsets committed at the stop");
+    // Everything the target acknowledged is committed, except the batch the
+    // stop abandoned (one write: at most RECORDS_PER_WRITE records).
+    let per_write = i64::try_from(ferry_connectors::sinks::http::RECORDS_PER_WRITE).unwrap_or(0);
+    let acked = i64::try_from(acknowledged).unwrap_or(0);
+    assert!(
+        committed <= acked && committed >= acked - per_write,
+        "committed {committed}, acknowledged {acknowledged}"
+    );
+
+    // The target recovers; a restart delivers the rest, repeating at most
+    // the abandoned batch.
+    api.demo().set_stalled(false);
+    let mut ferry = s.run(&config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let received = api.demo().received();
+        let unique: std::collections::BTreeSet<_> = received.iter().collect();
+        if unique.len() == RECORDS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {RECORDS}\n{}",
+            unique.len(),
+            ferry.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = api.demo().received();
+    let repeats = received.len() - RECORDS;
+    assert!(
+        repeats <= ferry_connectors::sinks::http::RECORDS_PER_WRITE,
+        "{repeats} repeats"
+    );
+    eprintln!(
+        "hung target: stop took {took:?}; {acknowledged} acknowledged before the stall, {committed} committed, {repeats} repeated after restart"
+    );
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    api.stop().await;
+    s.stop().await;
+}
