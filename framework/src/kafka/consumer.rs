@@ -382,17 +382,22 @@ impl KafkaConsumer {
         )
     }
 
-    /// Commits every stored offset and waits for the broker's answer, on a
-    /// blocking thread.
-    pub async fn commit(&self) -> Result<(), KafkaLayerError> {
+    /// Commits every stored offset and waits for the broker's answer (on a
+    /// blocking thread), for at most `within`.
+    pub async fn commit(&self, within: Duration) -> Result<(), KafkaLayerError> {
         let inner = self.arc();
-        let result =
-            tokio::task::spawn_blocking(move || inner.commit_consumer_state(CommitMode::Sync))
-                .await
-                .map_err(|e| KafkaLayerError::Topic {
-                    topic: "*".into(),
-                    message: format!("commit task failed: {e}"),
-                })?;
+        let handle =
+            tokio::task::spawn_blocking(move || inner.commit_consumer_state(CommitMode::Sync));
+        let result = tokio::time::timeout(within, handle)
+            .await
+            .map_err(|_| KafkaLayerError::Topic {
+                topic: "*".into(),
+                message: format!("committing offsets: no answer within {within:?}"),
+            })?
+            .map_err(|e| KafkaLayerError::Topic {
+                topic: "*".into(),
+                message: format!("commit task failed: {e}"),
+            })?;
         match result {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(source) => Err(KafkaLayerError::Client {
@@ -400,6 +405,12 @@ impl KafkaConsumer {
                 source,
             }),
         }
+    }
+
+    /// Whether the group has declared this member's assignment lost (its
+    /// session expired); the revocation follows with the next poll.
+    pub fn assignment_lost(&self) -> bool {
+        self.client().assignment_lost()
     }
 
     /// The partitions this member holds now.

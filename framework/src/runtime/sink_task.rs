@@ -175,7 +175,7 @@ pub(crate) async fn run(
         next_offsets: BTreeMap::new(),
         revoked: BTreeSet::new(),
         revoking: None,
-        committing: None,
+        commits: VecDeque::new(),
         last_transient_log: None,
         in_flight_gauge: metrics::gauge!(m::SINK_IN_FLIGHT_RECORDS, "connector" => name.to_owned()),
     };
@@ -184,20 +184,40 @@ pub(crate) async fn run(
     let SinkTask {
         consumer,
         writing,
-        committing,
+        commits,
         ..
     } = task;
     // An unfinished write ends with the attempt.
     drop(writing);
-    if let Some(c) = committing {
-        let _ = c.await;
+    // Whatever was acknowledged is committed now, even when stopping on an
+    // error; with the broker gone this may not finish: wait a bounded time.
+    let within = close_within(env.stop_budget);
+    let finished = tokio::time::timeout(within, async {
+        for c in commits {
+            let _ = c.await;
+        }
+        consumer.commit(within).await
+    })
+    .await;
+    match finished {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(connector = name, error = %e, "committing sink offsets at stop failed; they will be redelivered");
+        }
+        Err(_) => {
+            tracing::warn!(connector = name, ?within, "committing sink offsets at stop did not finish in time; they will be redelivered");
+        }
     }
-    // Whatever was acknowledged is committed now, even when stopping on an error.
-    if let Err(e) = consumer.commit().await {
-        tracing::warn!(connector = name, error = %e, "committing sink offsets at stop failed; they will be redelivered");
+    if tokio::time::timeout(within, consumer.close()).await.is_err() {
+        tracing::warn!(connector = name, ?within, "leaving the consumer group did not finish in time");
     }
-    consumer.close().await;
     outcome
+}
+
+/// How long committing and leaving the group may take at the end of an
+/// attempt: what a stop leaves of its share after draining the batch.
+fn close_within(stop_budget: Duration) -> Duration {
+    (stop_budget / 3).max(Duration::from_secs(1))
 }
 
 struct SinkTask<'a> {
@@ -224,10 +244,12 @@ struct SinkTask<'a> {
     /// Partitions revoked and not assigned again: their records are dropped.
     revoked: BTreeSet<TopicPartition>,
     revoking: Option<Revoking>,
-    /// The commit started after the last batch (on a blocking thread). The
-    /// next batch's offsets are stored only once it is done, so at most two
-    /// batches are ever written and not committed.
-    committing: Option<tokio::task::JoinHandle<()>>,
+    /// Commits started after each batch (blocking threads), oldest first.
+    /// A batch is handed to the sink only while at most one is unfinished,
+    /// so at most two batches are ever written and not committed. Waiting
+    /// for them never blocks the loop: a broker that is down stalls the
+    /// hand-over, not the consumer (rebalances and a stop are still seen).
+    commits: VecDeque<tokio::task::JoinHandle<()>>,
     last_transient_log: Option<Instant>,
     in_flight_gauge: metrics::Gauge,
 }
@@ -258,6 +280,9 @@ impl SinkTask<'_> {
             let held_bytes = self.buffered_bytes + sink_bytes;
             self.in_flight_gauge.set(held as f64);
 
+            while self.commits.front().is_some_and(|c| c.is_finished()) {
+                self.commits.pop_front();
+            }
             if self.writing.is_none() {
                 if let Some(Entry::Undecodable { at, error, .. }) = self.buffer.front() {
                     // Everything before it is written: stop here, for good.
@@ -266,7 +291,15 @@ impl SinkTask<'_> {
                 if stopping.is_some() {
                     return Ok(Exit::Stopped);
                 }
-                if self.revoking.is_none() && self.batch_due() {
+                // Not while partitions are being revoked; not with two
+                // commits unfinished (see `commits`); not once the group has
+                // declared this member's assignment lost (its revocation
+                // comes with the next poll).
+                if self.revoking.is_none()
+                    && self.commits.len() <= 1
+                    && !self.consumer.assignment_lost()
+                    && self.batch_due()
+                {
                     self.hand_over_batch();
                     continue;
                 }
@@ -340,6 +373,9 @@ impl SinkTask<'_> {
                 Some(done) = writing, if is_writing => {
                     self.writing = None;
                     self.written(done).await?;
+                }
+                Some(_) = OptionFuture::from(self.commits.front_mut()), if !self.commits.is_empty() => {
+                    self.commits.pop_front();
                 }
                 _ = self.consumer.rebalanced() => {}
                 got = self.consumer.recv(), if take => {
@@ -440,11 +476,6 @@ impl SinkTask<'_> {
                 broken.insert(tp);
             }
         }
-        // At most one commit in flight: the one before must have landed
-        // before this batch's offsets go out (see `committing`).
-        if let Some(c) = self.committing.take() {
-            let _ = c.await;
-        }
         for ((topic, partition), offset) in &upto {
             if let Err(e) = self.consumer.mark_position(topic, *partition, *offset) {
                 // The partition is no longer ours: its new owner reads from
@@ -452,7 +483,7 @@ impl SinkTask<'_> {
                 tracing::warn!(connector = self.name, error = %e, "storing a sink offset failed");
             }
         }
-        self.committing = Some(self.consumer.commit_in_background());
+        self.commits.push_back(self.consumer.commit_in_background());
         if let Some((i, error)) = permanent {
             let at = batch.get(i).map_or_else(String::new, SinkRecord::at);
             return Err(permanent_failure(self.name, &at, &error));
@@ -558,10 +589,7 @@ impl SinkTask<'_> {
 
     /// Commits what is stored and gives `partitions` back to the group.
     async fn release(&mut self, partitions: &[TopicPartition]) -> Result<(), ConnectorError> {
-        if let Some(c) = self.committing.take() {
-            let _ = c.await;
-        }
-        if let Err(e) = self.consumer.commit().await {
+        if let Err(e) = self.consumer.commit(self.settings.drain_within).await {
             tracing::warn!(connector = self.name, error = %e, "committing before releasing revoked partitions failed; their new owner repeats what was written since the last commit");
         }
         self.forget(partitions);

@@ -125,7 +125,7 @@ async fn committed_position_never_passes_an_unprocessed_record() {
         }
         // Let the background auto-commit run, then commit synchronously too.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        c.commit().await.expect("commit");
+        c.commit(Duration::from_secs(10)).await.expect("commit");
         c.close().await;
     }
 
