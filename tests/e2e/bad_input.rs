@@ -276,3 +276,18 @@ fn connector_config_mistakes_name_the_connector_and_key() {
         assert_clean_failure(&f, 2, &needles);
     }
 }
+
+#[test]
+fn incremental_sync_with_page_numbers_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write_config(
+        dir.path(),
+        "connectors:\n  - name: crm\n    type: http_poll\n    url: http://127.0.0.1:9/c\n    topic: crm.events\n    pagination:\n      type: page\n    incremental:\n      field: /updated_at\n      param: since\n",
+    );
+    let f = ferry(&["validate", &path], &[]);
+    assert_clean_failure(
+        &f,
+        2,
+        &[&path, "connectors[0].pagination.type", "keyset pagination"],
+    );
+}

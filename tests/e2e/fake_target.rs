@@ -7,7 +7,8 @@
 //! - `/redirect/{key}`: 302 to `/elsewhere/{key}`.
 //! - `/r307/{key}`: 307 to `/ok/{key}` (a client may re-send the body).
 //! - `/elsewhere/{key}`: 200 (a redirect's landing page).
-//! - `/echo/{key}`: 500, with the request's headers and query in the body.
+//! - `/echo/{key}`: 500, with the request's query and its `authorization`
+//!   and `x-*` headers in the body.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -165,9 +166,17 @@ async fn echo(
     body: Bytes,
 ) -> Response {
     record(&inner, &method, &uri, &body);
+    // The query and the credential-like headers first, so they are in any
+    // excerpt of the body a client keeps.
     let mut text = format!("query: {}\n", uri.query().unwrap_or_default());
-    for (k, v) in &headers {
-        text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or_default()));
+    let mut sensitive: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| k.as_str() == "authorization" || k.as_str().starts_with("x-"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    sensitive.sort();
+    for (k, v) in sensitive {
+        text.push_str(&format!("{k}: {v}\n"));
     }
     (StatusCode::INTERNAL_SERVER_ERROR, text).into_response()
 }

@@ -168,7 +168,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------
 
 /// The admin and registry ports of one Ferry process (every process serves
-/// its own registry over the shared `_schemas` topic).
+/// its own registry over the shared `_ferry_schemas` topic).
 struct Ports {
     admin: SocketAddr,
     registry: SocketAddr,
@@ -616,18 +616,20 @@ connectors:
         "the last write of these keys is not their newest version (key, last, newest): {:?}",
         d.stale_last
     );
-    // The duplicate window of a graceful rebalance. Four group changes (B
-    // joins, A leaves, A joins, B leaves); in each, the member giving
-    // partitions away drops its buffered records of them unwritten and has
-    // at most one batch in the target, which it finishes (within
-    // drain_within) and commits before releasing them. Only a batch that
-    // overran drain_within would be abandoned and written again by the new
-    // owner: at most RECORDS_PER_WRITE (20, what the `http` sink is handed
-    // at a time) per change. In practice it is 0.
-    let rebalances = 4;
+    // The duplicate window of a graceful rebalance (README): the member
+    // giving partitions away drops its buffered records of them unwritten,
+    // finishes its batch in the target (within drain_within) and commits
+    // before releasing them, so nothing repeats, unless that batch overran
+    // drain_within and was abandoned: then its new owner writes it again,
+    // at most RECORDS_PER_WRITE (20, what the `http` sink is handed at a
+    // time) per abandoned batch. Each abandonment is logged.
+    let abandoned = [&a, &b, &a2]
+        .iter()
+        .map(|p| p.stderr().matches("the batch is abandoned").count())
+        .sum::<usize>();
     assert!(
-        d.duplicates <= rebalances * RECORDS_PER_WRITE,
-        "{} duplicates, more than {rebalances} rebalances x {RECORDS_PER_WRITE}",
+        d.duplicates <= abandoned * RECORDS_PER_WRITE,
+        "{} duplicates with {abandoned} abandoned batch(es) of at most {RECORDS_PER_WRITE}",
         d.duplicates
     );
     // The joins moved partitions while a batch of theirs was in the target

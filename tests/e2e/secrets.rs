@@ -18,17 +18,35 @@ const SECRETS: &[(&str, &str)] = &[
     ("FERRY_E2E_SINK_TOKEN", "st-90c0ffee-sink"),
     ("FERRY_E2E_SINK_HEADER", "sh-1234abcd-custom"),
     ("FERRY_E2E_KEY_PASSWORD", "kp-0badf00d-librdkafka"),
+    // Escaped in a JSON log line (`\"`, `\\`): must be masked there too.
+    ("FERRY_E2E_QUOTED", r#"qt"8\x-91-quoted"#),
+    ("FERRY_E2E_REGISTRY_PASSWORD", "rp-77d0-registry"),
 ];
 
-/// The forms a secret can take in text: raw and percent-encoded.
+/// Credentials written literally in the config, under names that mark them.
+const LITERAL_SECRETS: &[&str] = &["lit-apikey-8812"];
+
+/// The forms a secret can take in text: raw, percent-encoded, and escaped
+/// as in a JSON string.
 fn forms(secret: &str) -> Vec<String> {
     let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    vec![secret.to_owned(), encoded]
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    vec![
+        secret.to_owned(),
+        encoded,
+        json.trim_matches('"').to_owned(),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_a_log_line_or_a_status() {
     let broker = TestBroker::start().await;
+    // An "external" registry, reached with a password in its URL.
+    let registry = ferry_testkit::TestRegistry::start(&broker.bootstrap).await;
+    let registry_url = registry.url.replace(
+        "http://",
+        "http://ferry:${env:FERRY_E2E_REGISTRY_PASSWORD}@",
+    );
     let target = FakeTarget::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let admin = free_addr();
@@ -40,6 +58,7 @@ async fn no_secret_reaches_a_log_line_or_a_status() {
 data_dir: {data}
 log:
   level: debug
+  format: json
 kafka:
   bootstrap_servers: "{bootstrap}"
   librdkafka:
@@ -48,7 +67,7 @@ kafka:
 admin:
   listen: "{admin}"
 schema_registry:
-  listen: "{registry}"
+  url: {registry_url}
   schemas_dir: {schemas}
 topics:
   - name: secrets.out
@@ -65,11 +84,14 @@ connectors:
   # Answers 500 with the request's query and headers in the body.
   - name: echo-api
     type: http_poll
-    url: {target}/echo/poll?api_key=${{env:FERRY_E2E_API_KEY}}
+    url: {target}/echo/poll
     topic: secrets.events
     interval: 200ms
+    query:
+      api_key: lit-apikey-8812
     headers:
       Authorization: Bearer ${{env:FERRY_E2E_POLL_TOKEN}}
+      X-Quoted: ${{env:FERRY_E2E_QUOTED}}
   # A sink whose target echoes its credentials in a 500.
   - name: echo-sink
     type: http
@@ -83,7 +105,6 @@ connectors:
 "#,
             data = dir.path().display(),
             bootstrap = broker.bootstrap,
-            registry = free_addr(),
             schemas = repo_root().join("schemas").display(),
             target = target.url(),
         ),
@@ -139,8 +160,20 @@ connectors:
         "the polled URL is shown with its key masked: {connectors}"
     );
     assert!(log.contains("127.0.0.1:9"), "the failure was logged");
+    assert!(
+        connectors.contains("x-quoted: ***") || log.contains("x-quoted: ***"),
+        "the echoed header was reported, masked"
+    );
+    assert!(
+        log.contains("http://ferry:***@"),
+        "the registry URL is shown with its password masked"
+    );
     // And no secret anywhere, in any form.
-    for (name, secret) in SECRETS {
+    let named = SECRETS
+        .iter()
+        .copied()
+        .chain(LITERAL_SECRETS.iter().map(|s| ("a literal credential", *s)));
+    for (name, secret) in named {
         for form in forms(secret) {
             for (what, text) in [
                 ("the log", &log),
@@ -159,5 +192,6 @@ connectors:
         }
     }
     target.stop().await;
+    registry.stop().await;
     broker.stop().await;
 }

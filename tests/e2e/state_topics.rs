@@ -140,17 +140,17 @@ connectors:
 /// its first poll, and needs the offsets topic to start.
 const POLLER: &str = "  - name: poller\n    type: http_poll\n    url: http://127.0.0.1:9/nothing\n    topic: state.events\n    interval: 1s\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_offsets_topic_that_is_not_compacted_stops_startup() {
+/// Pre-creates `topic` with `policy`, starts `ferry run`, and checks that it
+/// stops at once with one error naming the topic, its policy and `key`,
+/// leaving the topic as it was.
+async fn assert_state_topic_refused(topic: &str, partitions: i32, policy: &str, key: &str) {
     let broker = TestBroker::start().await;
-    create(&broker.bootstrap, "ferry-offsets", 3, "delete").await;
+    create(&broker.bootstrap, topic, partitions, policy).await;
     // tansu 0.6.0 (sqlite) answers DescribeConfigs with the topic's configs,
     // so Ferry can see the policy (with no answer it would trust the topic).
     assert_eq!(
-        cleanup_policy(&broker.bootstrap, "ferry-offsets")
-            .await
-            .as_deref(),
-        Some("delete")
+        cleanup_policy(&broker.bootstrap, topic).await.as_deref(),
+        Some(policy)
     );
 
     let dir = tempfile::tempdir().expect("dir");
@@ -181,7 +181,7 @@ async fn an_offsets_topic_that_is_not_compacted_stops_startup() {
         .filter(|l| l.starts_with("error: "))
         .collect();
     assert_eq!(errors.len(), 1, "exactly one error line:\n{}", f.stderr);
-    for needle in ["ferry-offsets", "cleanup.policy=delete", "offsets.topic"] {
+    for needle in [topic, &format!("cleanup.policy={policy}"), key] {
         assert!(
             errors[0].contains(needle),
             "{:?} should name {needle:?}",
@@ -190,12 +190,27 @@ async fn an_offsets_topic_that_is_not_compacted_stops_startup() {
     }
     // Ferry reports the topic; it does not change it or write to it.
     assert_eq!(
-        cleanup_policy(&broker.bootstrap, "ferry-offsets")
-            .await
-            .as_deref(),
-        Some("delete")
+        cleanup_policy(&broker.bootstrap, topic).await.as_deref(),
+        Some(policy)
     );
     broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offsets_topic_that_is_not_compacted_stops_startup() {
+    assert_state_topic_refused("ferry-offsets", 3, "delete", "offsets.topic").await;
+}
+
+/// `compact,delete` still deletes old records after the retention time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_topic_that_also_deletes_stops_startup() {
+    assert_state_topic_refused(
+        "_ferry_schemas",
+        1,
+        "compact,delete",
+        "schema_registry.topic",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

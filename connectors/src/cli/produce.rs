@@ -68,12 +68,20 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             continue;
         }
         match encode(&line, codec.as_ref(), args.key_field.as_deref()) {
-            Ok((key, payload)) => pending.push(producer.send(OutgoingRecord {
-                topic: args.topic.clone(),
-                key,
-                payload: Some(payload),
-                ..OutgoingRecord::default()
-            })),
+            // Into the queue one at a time, so the lines keep their order
+            // per key even while the queue is full; acknowledged together.
+            Ok((key, payload)) => pending.push(
+                producer
+                    .enqueue(OutgoingRecord {
+                        topic: args.topic.clone(),
+                        key,
+                        payload: Some(payload),
+                        ..OutgoingRecord::default()
+                    })
+                    .await
+                    .map_err(Failure::runtime)?
+                    .delivered(),
+            ),
             Err(why) => {
                 refused += 1;
                 eprintln!("stdin line {}: refused: {why}", n + 1);

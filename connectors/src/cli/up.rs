@@ -80,7 +80,8 @@ fn print_banner(
             e.schema_registry, config.schema_registry.topic
         )
     } else {
-        e.schema_registry.clone()
+        // An external registry's URL may carry credentials.
+        ferry::telemetry::redact::url(&e.schema_registry)
     };
     let _ = writeln!(out, "  Schemas     {registry}");
     if !topics.is_empty() {

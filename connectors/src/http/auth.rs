@@ -95,10 +95,8 @@ impl Authenticator {
             .await
             .map_err(|e| super::transport_error("OAuth2 token request to", token_url, &e))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| super::transport_error("OAuth2 token request to", token_url, &e))?;
+        let body = super::read_capped(resp, 1 << 20, "OAuth2 token request to", token_url).await?;
+        let body = String::from_utf8_lossy(&body);
         if !(200..300).contains(&status) {
             return Err(super::status_error(
                 "OAuth2 token request to",
@@ -109,7 +107,8 @@ impl Authenticator {
         }
         let answer: TokenAnswer = serde_json::from_str(&body).map_err(|e| {
             ConnectorError::user(format!(
-                "OAuth2 token answer from {token_url} has no access_token: {e}"
+                "OAuth2 token answer from {} has no access_token: {e}",
+                ferry::telemetry::redact::url(token_url)
             ))
         })?;
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300));

@@ -47,6 +47,53 @@ pub fn status_error(what: &str, url: &str, status: u16, body: &str) -> Connector
     )
 }
 
+/// Reads a response body, refusing one larger than `limit` bytes (a
+/// permanent failure: the same answer will be as large next time).
+pub async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+    what: &str,
+    url: &str,
+) -> Result<Vec<u8>, ConnectorError> {
+    let too_large = || {
+        ConnectorError::user(format!(
+            "{what} {}: the answer is larger than {limit} bytes (max_response_bytes); raise it, or ask for smaller pages",
+            redact::url(url)
+        ))
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| transport_error(what, url, &e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads at most `limit` bytes of an error answer's body, for the message.
+pub async fn error_excerpt(mut resp: reqwest::Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= limit {
+            body.truncate(limit);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// Deserializes a map whose values may be written as strings, numbers or
 /// booleans (`limit: 10`), keeping them as text for headers and queries.
 /// Values may hold secret references (`Bearer ${env:TOKEN}`).
@@ -59,9 +106,13 @@ where
     let raw = std::collections::BTreeMap::<String, serde_json::Value>::deserialize(d)?;
     raw.into_iter()
         .map(|(k, v)| match v {
-            serde_json::Value::String(s) => ferry::config::secret::resolve_embedded(&s)
-                .map(|s| (k.clone(), s))
-                .map_err(|e| D::Error::custom(format!("`{k}`: {e}"))),
+            serde_json::Value::String(s) => {
+                let s = ferry::config::secret::resolve_embedded(&s)
+                    .map_err(|e| D::Error::custom(format!("`{k}`: {e}")))?;
+                // `api_key: literal` or `Authorization: Bearer literal`.
+                redact::register_named(&k, &s);
+                Ok((k, s))
+            }
             serde_json::Value::Number(n) => Ok((k, n.to_string())),
             serde_json::Value::Bool(b) => Ok((k, b.to_string())),
             other => Err(D::Error::custom(format!(

@@ -90,10 +90,27 @@ pub fn resolve_embedded(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Serde helper: a string that may hold secret references.
+/// Serde helper: a string that may hold secret references. A URL's
+/// password and the values of its query parameters named like credentials
+/// (`api_key=...`) count as secrets even when written literally.
 pub fn embedded<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let raw = String::deserialize(d)?;
-    resolve_embedded(&raw).map_err(serde::de::Error::custom)
+    let resolved = resolve_embedded(&raw).map_err(serde::de::Error::custom)?;
+    register_url_credentials(&resolved);
+    Ok(resolved)
+}
+
+/// Registers a URL's password and secret-named query values.
+pub fn register_url_credentials(text: &str) {
+    let Ok(u) = url::Url::parse(text) else {
+        return;
+    };
+    if let Some(p) = u.password() {
+        crate::telemetry::redact::register(p);
+    }
+    for (k, v) in u.query_pairs() {
+        crate::telemetry::redact::register_named(&k, &v);
+    }
 }
 
 /// Serde helper: a map of strings whose values may hold secret references.
@@ -103,9 +120,10 @@ pub fn embedded_map<'de, D: Deserializer<'de>>(
     let raw = std::collections::BTreeMap::<String, String>::deserialize(d)?;
     raw.into_iter()
         .map(|(k, v)| {
-            resolve_embedded(&v)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| serde::de::Error::custom(format!("`{k}`: {e}")))
+            let v = resolve_embedded(&v)
+                .map_err(|e| serde::de::Error::custom(format!("`{k}`: {e}")))?;
+            crate::telemetry::redact::register_named(&k, &v);
+            Ok((k, v))
         })
         .collect()
 }

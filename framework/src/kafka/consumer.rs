@@ -11,8 +11,9 @@
 //! called [`KafkaConsumer::release`]. Only then can another member fetch
 //! them, from the committed offset: nothing is written by two members at
 //! once, and a graceful rebalance repeats nothing that was acknowledged.
-//! The group waits for the release no longer than `max.poll.interval.ms`;
-//! the sink task releases well within that.
+//! Under cooperative rebalancing nothing in librdkafka bounds how long the
+//! group waits for the release (heartbeats go on meanwhile): the owner must,
+//! and the sink task releases within its `drain_within`.
 //!
 //! Partitions are assigned with `cooperative-sticky`, so a member joining
 //! or leaving moves only the partitions it must.
@@ -184,7 +185,13 @@ impl ConsumerContext for GroupContext {
             other => {
                 let code: RDKafkaErrorCode = other.into();
                 tracing::warn!(error = %code, "group rebalance failed; assignment cleared");
-                if let Err(e) = consumer.unassign() {
+                // librdkafka asks for the assignment to be cleared; under the
+                // cooperative protocol only incrementally.
+                let held = consumer
+                    .assignment()
+                    .map(|tpl| partitions(&tpl))
+                    .unwrap_or_default();
+                if let Err(e) = unassign(consumer, &held) {
                     tracing::warn!(error = %e, "clearing the assignment failed");
                 }
                 if self.defer_revoke {
@@ -343,11 +350,12 @@ impl KafkaConsumer {
 
     /// Gives revoked `partitions` back to the group (coordinated consumers).
     pub fn release(&self, partitions: &[TopicPartition]) -> Result<(), KafkaLayerError> {
-        self.shared.forget_pending(partitions);
         unassign(self.client(), partitions).map_err(|source| KafkaLayerError::Client {
             context: format!("releasing revoked partitions {partitions:?}"),
             source,
-        })
+        })?;
+        self.shared.forget_pending(partitions);
+        Ok(())
     }
 
     /// Marks the record at `offset` in `topic`/`partition` processed: the
@@ -367,19 +375,29 @@ impl KafkaConsumer {
     }
 
     /// Starts a synchronous commit of every stored offset on a blocking
-    /// thread; the handle resolves once the broker answered (failures are
-    /// logged: the next commit carries the same offsets).
-    pub fn commit_in_background(&self) -> tokio::task::JoinHandle<()> {
+    /// thread, after `delay`; the handle resolves with the broker's answer.
+    pub fn commit_in_background(
+        &self,
+        delay: Duration,
+    ) -> tokio::task::JoinHandle<Result<(), KafkaLayerError>> {
         let inner = self.arc();
-        let group = self.group_id.clone();
-        tokio::task::spawn_blocking(
-            move || match inner.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => {
-                    tracing::warn!(%group, error = %e, "committing offsets failed; the next commit carries them");
-                }
-            },
-        )
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let result =
+                tokio::task::spawn_blocking(move || inner.commit_consumer_state(CommitMode::Sync))
+                    .await
+                    .map_err(|e| KafkaLayerError::Topic {
+                        topic: "*".into(),
+                        message: format!("commit task failed: {e}"),
+                    })?;
+            match result {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+                Err(source) => Err(KafkaLayerError::Client {
+                    context: "committing offsets".into(),
+                    source,
+                }),
+            }
+        })
     }
 
     /// Commits every stored offset and waits for the broker's answer (on a
@@ -454,17 +472,29 @@ impl KafkaConsumer {
                 })?;
         }
         let inner = self.arc();
-        tokio::task::spawn_blocking(move || inner.seek_partitions(tpl, Duration::from_secs(10)))
-            .await
-            .map_err(|e| KafkaLayerError::Topic {
-                topic: "*".into(),
-                message: format!("seek task failed: {e}"),
-            })?
-            .map(|_| ())
-            .map_err(|source| KafkaLayerError::Client {
-                context: "seeking".into(),
-                source,
-            })
+        let sought = tokio::task::spawn_blocking(move || {
+            inner.seek_partitions(tpl, Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| KafkaLayerError::Topic {
+            topic: "*".into(),
+            message: format!("seek task failed: {e}"),
+        })?
+        .map_err(|source| KafkaLayerError::Client {
+            context: "seeking".into(),
+            source,
+        })?;
+        // A partition that was not moved would go on from where it was,
+        // past records that must be read again: that is an error.
+        for e in sought.elements() {
+            if let Err(source) = e.error() {
+                return Err(KafkaLayerError::Client {
+                    context: format!("seeking {}/{}", e.topic(), e.partition()),
+                    source,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Leaves the group (librdkafka commits what is stored and answers the
@@ -492,6 +522,10 @@ impl Drop for KafkaConsumer {
         let pending = self.shared.take_pending();
         if let (false, Some(inner)) = (pending.is_empty(), &self.inner) {
             let _ = unassign(inner.as_ref(), &pending);
+        }
+        // Closing polls until the group is left: not on an async worker.
+        if let (Some(inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn_blocking(move || drop(inner));
         }
     }
 }

@@ -50,7 +50,9 @@ use super::source_task::Exit;
 use super::supervisor::TaskHandle;
 use super::Shutdown;
 use crate::error::ConnectorError;
-use crate::kafka::{KafkaConfig, KafkaConsumer, Rebalance, Received, TopicPartition};
+use crate::kafka::{
+    KafkaConfig, KafkaConsumer, KafkaLayerError, Rebalance, Received, TopicPartition,
+};
 use crate::resilience::Backoff;
 use crate::schema::json::to_json;
 use crate::schema::registry::Codecs;
@@ -158,6 +160,7 @@ pub(crate) async fn run(
         KafkaConsumer::subscribe_coordinated(env.kafka, env.bootstrap, &settings.group_id, &topics)
             .map_err(|e| ConnectorError::external(e.to_string()))?;
     let mut task = SinkTask {
+        writing: None,
         name,
         make,
         settings,
@@ -165,7 +168,6 @@ pub(crate) async fn run(
         codecs: env.codecs,
         handle: env.handle,
         sink: Some(sink),
-        writing: None,
         in_sink: None,
         buffer: VecDeque::new(),
         buffered_bytes: 0,
@@ -190,9 +192,11 @@ pub(crate) async fn run(
     // An unfinished write ends with the attempt.
     drop(writing);
     // Whatever was acknowledged is committed now, even when stopping on an
-    // error; with the broker gone this may not finish: wait a bounded time.
+    // error; with the broker gone this may not finish: one deadline for
+    // committing and leaving the group.
     let within = close_within(env.stop_budget);
-    let finished = tokio::time::timeout(within, async {
+    let deadline = Instant::now() + within;
+    let finished = tokio::time::timeout_at(deadline, async {
         for c in commits {
             let _ = c.await;
         }
@@ -205,22 +209,45 @@ pub(crate) async fn run(
             tracing::warn!(connector = name, error = %e, "committing sink offsets at stop failed; they will be redelivered");
         }
         Err(_) => {
-            tracing::warn!(connector = name, ?within, "committing sink offsets at stop did not finish in time; they will be redelivered");
+            tracing::warn!(
+                connector = name,
+                ?within,
+                "committing sink offsets at stop did not finish in time; they will be redelivered"
+            );
         }
     }
-    if tokio::time::timeout(within, consumer.close()).await.is_err() {
-        tracing::warn!(connector = name, ?within, "leaving the consumer group did not finish in time");
+    if tokio::time::timeout_at(deadline, consumer.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connector = name,
+            ?within,
+            "leaving the consumer group did not finish in time"
+        );
     }
     outcome
 }
 
 /// How long committing and leaving the group may take at the end of an
-/// attempt: what a stop leaves of its share after draining the batch.
+/// attempt, together: what a stop leaves of a task's share after draining
+/// its batch (`StopBudget`: a task drains within half the stop, and the
+/// connectors' share is two thirds of it).
 fn close_within(stop_budget: Duration) -> Duration {
-    (stop_budget / 3).max(Duration::from_secs(1))
+    (stop_budget / 3).max(Duration::from_millis(500))
 }
 
+/// How long a revocation waits for its commit before releasing anyway (the
+/// new owner then repeats what was written since the last commit).
+const RELEASE_COMMIT_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long a failed commit waits before it is tried again.
+const COMMIT_RETRY_AFTER: Duration = Duration::from_millis(500);
+
 struct SinkTask<'a> {
+    /// First, so it is dropped first: an attempt aborted mid-write stops
+    /// writing before its consumer leaves the group.
+    writing: Option<Writing>,
     name: &'a str,
     /// Builds a fresh sink when a write is abandoned (it owned the old one).
     make: &'a SinkFactory,
@@ -230,7 +257,6 @@ struct SinkTask<'a> {
     handle: &'a TaskHandle,
     /// The sink, while no batch is being written (the write owns it).
     sink: Option<BoxedSink>,
-    writing: Option<Writing>,
     /// Records and bytes of the batch in the sink, and the first offset of
     /// each of its partitions.
     in_sink: Option<(usize, usize, BTreeMap<TopicPartition, i64>)>,
@@ -246,10 +272,11 @@ struct SinkTask<'a> {
     revoking: Option<Revoking>,
     /// Commits started after each batch (blocking threads), oldest first.
     /// A batch is handed to the sink only while at most one is unfinished,
-    /// so at most two batches are ever written and not committed. Waiting
+    /// so at most two batches are ever written and not committed; a failed
+    /// commit is tried again, and counts as unfinished meanwhile. Waiting
     /// for them never blocks the loop: a broker that is down stalls the
     /// hand-over, not the consumer (rebalances and a stop are still seen).
-    commits: VecDeque<tokio::task::JoinHandle<()>>,
+    commits: VecDeque<tokio::task::JoinHandle<Result<(), KafkaLayerError>>>,
     last_transient_log: Option<Instant>,
     in_flight_gauge: metrics::Gauge,
 }
@@ -280,9 +307,15 @@ impl SinkTask<'_> {
             let held_bytes = self.buffered_bytes + sink_bytes;
             self.in_flight_gauge.set(held as f64);
 
-            while self.commits.front().is_some_and(|c| c.is_finished()) {
-                self.commits.pop_front();
-            }
+            // Not while partitions are being revoked; not with two commits
+            // unfinished (see `commits`); not once the group has declared
+            // this member's assignment lost (its revocation comes with the
+            // next poll).
+            let may_hand_over = self.writing.is_none()
+                && stopping.is_none()
+                && self.revoking.is_none()
+                && self.commits.len() <= 1
+                && !self.consumer.assignment_lost();
             if self.writing.is_none() {
                 if let Some(Entry::Undecodable { at, error, .. }) = self.buffer.front() {
                     // Everything before it is written: stop here, for good.
@@ -291,15 +324,7 @@ impl SinkTask<'_> {
                 if stopping.is_some() {
                     return Ok(Exit::Stopped);
                 }
-                // Not while partitions are being revoked; not with two
-                // commits unfinished (see `commits`); not once the group has
-                // declared this member's assignment lost (its revocation
-                // comes with the next poll).
-                if self.revoking.is_none()
-                    && self.commits.len() <= 1
-                    && !self.consumer.assignment_lost()
-                    && self.batch_due()
-                {
+                if may_hand_over && self.batch_due() {
                     self.hand_over_batch();
                     continue;
                 }
@@ -344,8 +369,11 @@ impl SinkTask<'_> {
             // the group does not evict this member (paused partitions yield none).
             let take = stopping.is_none() && (!full || self.paused);
 
-            let wake = match (self.oldest, &self.writing) {
-                (Some(t), None) => t + s.batch_max_wait,
+            // The batch timer matters only when a batch could be handed over;
+            // otherwise the loop wakes on what it waits for (a write, a
+            // commit, a record) or on a slow tick, never in a busy loop.
+            let wake = match self.oldest {
+                Some(t) if may_hand_over => t + s.batch_max_wait,
                 _ => Instant::now() + Duration::from_secs(1),
             };
             let give_up = match (stopping, &self.revoking) {
@@ -374,8 +402,18 @@ impl SinkTask<'_> {
                     self.writing = None;
                     self.written(done).await?;
                 }
-                Some(_) = OptionFuture::from(self.commits.front_mut()), if !self.commits.is_empty() => {
+                Some(done) = OptionFuture::from(self.commits.front_mut()), if !self.commits.is_empty() => {
                     self.commits.pop_front();
+                    let failed = match done {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(e) = failed {
+                        tracing::warn!(connector = name, error = %e, retry_in = ?COMMIT_RETRY_AFTER, "committing sink offsets failed; trying again (no new batch is written meanwhile)");
+                        self.commits
+                            .push_front(self.consumer.commit_in_background(COMMIT_RETRY_AFTER));
+                    }
                 }
                 _ = self.consumer.rebalanced() => {}
                 got = self.consumer.recv(), if take => {
@@ -391,7 +429,7 @@ impl SinkTask<'_> {
                                 self.buffer.push_back(entry);
                             }
                         }
-                        Received::Transient(e) => self.transient(&e),
+                        Received::Transient(e) => self.transient(&e)?,
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {}
@@ -411,6 +449,9 @@ impl SinkTask<'_> {
     /// Moves the records at the head of the buffer (up to an undecodable
     /// one) into a write.
     fn hand_over_batch(&mut self) {
+        let Some(sink) = self.sink.take() else {
+            return;
+        };
         let s = self.settings;
         let mut batch = Vec::new();
         let mut bytes = 0;
@@ -435,9 +476,6 @@ impl SinkTask<'_> {
             None
         } else {
             Some(Instant::now())
-        };
-        let Some(sink) = self.sink.take() else {
-            return;
         };
         if batch.is_empty() {
             self.sink = Some(sink);
@@ -483,7 +521,8 @@ impl SinkTask<'_> {
                 tracing::warn!(connector = self.name, error = %e, "storing a sink offset failed");
             }
         }
-        self.commits.push_back(self.consumer.commit_in_background());
+        self.commits
+            .push_back(self.consumer.commit_in_background(Duration::ZERO));
         if let Some((i, error)) = permanent {
             let at = batch.get(i).map_or_else(String::new, SinkRecord::at);
             return Err(permanent_failure(self.name, &at, &error));
@@ -581,6 +620,9 @@ impl SinkTask<'_> {
             self.next_offsets.insert(tp.clone(), *offset);
         }
         self.buffered_bytes = self.buffer.iter().map(Entry::size).sum();
+        if self.buffer.is_empty() {
+            self.oldest = None;
+        }
         self.consumer
             .seek(positions)
             .await
@@ -589,7 +631,7 @@ impl SinkTask<'_> {
 
     /// Commits what is stored and gives `partitions` back to the group.
     async fn release(&mut self, partitions: &[TopicPartition]) -> Result<(), ConnectorError> {
-        if let Err(e) = self.consumer.commit(self.settings.drain_within).await {
+        if let Err(e) = self.consumer.commit(RELEASE_COMMIT_WITHIN).await {
             tracing::warn!(connector = self.name, error = %e, "committing before releasing revoked partitions failed; their new owner repeats what was written since the last commit");
         }
         self.forget(partitions);
@@ -632,7 +674,23 @@ impl SinkTask<'_> {
             .map_err(|e| ConnectorError::internal(format!("pausing/resuming partitions: {e}")))
     }
 
-    fn transient(&mut self, e: &rdkafka::error::KafkaError) {
+    fn transient(&mut self, e: &rdkafka::error::KafkaError) -> Result<(), ConnectorError> {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        if matches!(
+            e.rdkafka_error_code(),
+            Some(
+                C::TopicAuthorizationFailed
+                    | C::GroupAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+                    | C::SaslAuthenticationFailed
+            )
+        ) {
+            // Waiting will not grant the permission.
+            return Err(ConnectorError::user(format!(
+                "connector `{}`: Kafka refused this consumer: {e}",
+                self.name
+            )));
+        }
         let due = self
             .last_transient_log
             .is_none_or(|t| t.elapsed() >= TRANSIENT_LOG_EVERY);
@@ -640,6 +698,7 @@ impl SinkTask<'_> {
             self.last_transient_log = Some(Instant::now());
             tracing::warn!(connector = self.name, error = %e, "Kafka consumer error; librdkafka recovers by itself, the sink carries on");
         }
+        Ok(())
     }
 }
 
@@ -699,6 +758,19 @@ async fn write_with_retry(name: String, mut sink: BoxedSink, batch: Vec<SinkReco
                     first_error.get_or_insert((*i, e));
                 }
                 RecordOutcome::NotAttempted => {}
+            }
+        }
+        // A record after an unwritten one of its partition counts as
+        // unwritten too, even if a bulk write applied it: writing the
+        // earlier one alone now would put an older record after a newer
+        // one. Rewriting both keeps the order (a repeat, not a reorder).
+        let mut gap: BTreeSet<(&str, i32)> = BTreeSet::new();
+        for (i, r) in batch.iter().enumerate() {
+            let tp = (r.topic.as_str(), r.partition);
+            if gap.contains(&tp) {
+                written[i] = false;
+            } else if !written[i] {
+                gap.insert(tp);
             }
         }
         let wait = backoff.next_delay();
@@ -833,6 +905,32 @@ mod tests {
             *seen.lock().expect("lock"),
             vec![vec![0, 1, 2, 3], vec![2, 3]],
             "the second attempt carries only the records not written"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_never_puts_an_older_record_after_a_newer_one_of_its_partition() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        // A bulk API wrote records 0 and 2 but not 1; record 3 is in
+        // another partition and was written too.
+        let sink = Scripted {
+            script: VecDeque::from([Box::new(|_| {
+                SinkFailure::per_record(vec![
+                    RecordOutcome::Written,
+                    RecordOutcome::Failed(ConnectorError::external("503")),
+                    RecordOutcome::Written,
+                    RecordOutcome::Written,
+                ])
+            }) as Box<dyn Fn(usize) -> SinkFailure + Send>]),
+            seen: Arc::clone(&seen),
+        };
+        let batch = vec![record(0, 10), record(0, 11), record(0, 12), record(1, 5)];
+        let done = write_with_retry("s".into(), BoxedSink::new(sink), batch).await;
+        assert_eq!(done.written, vec![true; 4]);
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            vec![vec![10, 11, 12, 5], vec![11, 12]],
+            "11 is retried with 12 after it, never alone after 12"
         );
     }
 

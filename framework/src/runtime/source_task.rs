@@ -108,10 +108,22 @@ pub(crate) async fn run(
             if stored.get(&partition) == Some(&position) {
                 continue;
             }
-            offsets
-                .store(name, &partition, &position)
-                .await
-                .map_err(|e| ConnectorError::external(e.to_string()))?;
+            // Once Ferry is stopping, the store gets a third of the task's
+            // drain budget (the share `StopBudget` leaves after draining);
+            // past it the batch is simply produced again.
+            let store = offsets.store(name, &partition, &position);
+            let stored_in_time = if shutdown.is_cancelled() {
+                tokio::time::timeout(stop_budget / 3, store).await.ok()
+            } else {
+                Some(store.await)
+            };
+            match stored_in_time {
+                Some(r) => r.map_err(|e| ConnectorError::external(e.to_string()))?,
+                None => {
+                    tracing::warn!(connector = name, "storing the source position did not finish before the stop budget ran out; the batch is produced again after restart");
+                    return Ok(Exit::Stopped);
+                }
+            }
             source.0.durable(&partition, &position).await?;
             stored.insert(partition, position);
         }
@@ -193,7 +205,8 @@ async fn deliver(
             }
         }
     }
-    // Records before a refused one still go out, and their positions count.
+    // Records before a refused one still go out (they are acknowledged,
+    // and the batch then fails as a whole: no position is stored).
     let results = futures::future::join_all(pending).await;
     let mut durable = BTreeMap::new();
     let mut written = 0u64;

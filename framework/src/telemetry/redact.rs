@@ -65,14 +65,29 @@ static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
     dynamic: std::collections::VecDeque::new(),
 });
 
-/// The forms a value may take in text: as it is, and percent-encoded (in a
-/// URL's query or path).
+/// The forms a value may take in text: as it is, percent-encoded (in a
+/// URL's query or path), and escaped as a JSON string or by `{:?}` (in a
+/// JSON log line, a `Debug` print).
 fn forms(value: &str) -> Vec<String> {
-    let mut out = vec![value.to_owned()];
     let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
-    for e in [encoded.clone(), encoded.replace('+', "%20")] {
-        if !out.contains(&e) {
-            out.push(e);
+    let quoted = |s: String| {
+        s.strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .map(str::to_owned)
+            .unwrap_or(s)
+    };
+    let json = quoted(serde_json::to_string(value).unwrap_or_default());
+    let debug = quoted(format!("{value:?}"));
+    let mut out = Vec::new();
+    for f in [
+        value.to_owned(),
+        encoded.replace('+', "%20"),
+        encoded,
+        json,
+        debug,
+    ] {
+        if !f.is_empty() && !out.contains(&f) {
+            out.push(f);
         }
     }
     out
@@ -92,6 +107,26 @@ pub fn register(value: &str) {
         }
     }
     r.fixed.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// Registers `value` when `key` (a header, query parameter or option name)
+/// marks it as a credential, though it was written literally.
+pub fn register_named(key: &str, value: &str) {
+    if is_secret_key(key) {
+        // `Bearer <token>`: the token is the secret, and so is the whole.
+        if let Some((_, token)) = value.split_once(' ') {
+            register(token.trim());
+        }
+        register(value);
+    }
+}
+
+/// Whether `value` is a registered secret (exactly).
+pub fn is_registered(value: &str) -> bool {
+    let r = REGISTRY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    r.fixed.iter().chain(r.dynamic.iter()).any(|s| s == value)
 }
 
 /// Registers a secret obtained at run time (an OAuth2 access token).
@@ -190,6 +225,24 @@ mod tests {
         assert!(!out.contains("s3cr3t"), "{out}");
         assert_eq!(out.matches(REDACTED).count(), 3, "{out}");
         assert_eq!(scrub("nothing secret here"), "nothing secret here");
+    }
+
+    #[test]
+    fn json_and_debug_escaped_forms_are_scrubbed_too() {
+        register(r#"q"uo\te-77"#);
+        let json = serde_json::json!({ "error": r#"echo: q"uo\te-77"# }).to_string();
+        assert!(!scrub(&json).contains("uo"), "{json} -> {}", scrub(&json));
+        let debug = format!("{:?}", r#"q"uo\te-77"#);
+        assert_eq!(scrub(&debug), format!("\"{REDACTED}\""));
+    }
+
+    #[test]
+    fn literal_credentials_under_secret_names_are_registered() {
+        register_named("Authorization", "Bearer lit-token-5150");
+        register_named("page", "not-a-secret-5150");
+        assert_eq!(scrub("got lit-token-5150"), "got ***");
+        assert!(is_registered("lit-token-5150"));
+        assert_eq!(scrub("not-a-secret-5150"), "not-a-secret-5150");
     }
 
     #[test]

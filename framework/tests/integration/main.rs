@@ -7,3 +7,4 @@ mod kafka_layer;
 mod partitioner;
 mod producer_order;
 mod registry;
+mod sink_attempts;

@@ -6,8 +6,8 @@
 //! Redirects are never followed by default: a client following `302` turns
 //! a POST into a bodyless GET whose `200` would count as delivered. A 3xx
 //! is a permanent failure. With `follow_redirects: true`, `307` and `308`
-//! (which keep the method and body, and reqwest re-sends the body) are
-//! followed; `301`, `302` and `303` still fail.
+//! (which keep the method and body, and reqwest re-sends the body) to the
+//! same origin are followed; `301`, `302` and `303` still fail.
 
 use super::config::{Body, HttpSinkConfig, IdempotencyKey};
 use super::template::{render_body, Template};
@@ -152,11 +152,12 @@ impl HttpSink {
                 self.auth.invalidate();
                 continue;
             }
-            let text = resp.text().await.unwrap_or_default();
+            let text = crate::http::error_excerpt(resp, 4096).await;
             return Err(status_error(&what, &url, status, &text));
         }
         Err(ConnectorError::user(format!(
-            "{url}: HTTP 401 twice: the credentials are refused"
+            "{}: HTTP 401 twice: the credentials are refused",
+            ferry::telemetry::redact::url(&url)
         )))
     }
 }
@@ -168,7 +169,13 @@ fn redirect_policy(follow: bool) -> reqwest::redirect::Policy {
     }
     reqwest::redirect::Policy::custom(|attempt| {
         let keeps_body = matches!(attempt.status().as_u16(), 307 | 308);
-        if keeps_body && attempt.previous().len() < MAX_REDIRECTS {
+        // Only to the same origin: configured headers may carry credentials
+        // that another host must not get.
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if keeps_body && same_origin && attempt.previous().len() < MAX_REDIRECTS {
             attempt.follow()
         } else {
             attempt.stop()

@@ -27,11 +27,12 @@
 
 use super::config::{HttpPollConfig, Pagination};
 use crate::http::auth::Authenticator;
-use crate::http::{status_error, transport_error};
+use crate::http::{read_capped, status_error, transport_error};
 use ferry::error::ConnectorError;
 use ferry::schema::envelope::{now_millis, EventEnvelope};
 use ferry::schema::json::kind;
 use ferry::source::{Poll, Position, Positions, Source, SourceContext, SourceRecord};
+use ferry::telemetry::redact;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::cmp::Ordering;
@@ -105,6 +106,34 @@ enum Request {
     /// A full URL from the API (next link).
     Url(String),
 }
+
+impl Request {
+    /// The request as stored in a position: a next-page URL from the API
+    /// loses query parameters that carry a configured secret (APIs echo the
+    /// key into their links); the request adds its credentials again when
+    /// it is sent, and a resumed request that is refused restarts the cycle.
+    fn without_secrets(&self) -> Self {
+        match self {
+            Self::Params(p) => Self::Params(p.clone()),
+            Self::Url(u) => match url::Url::parse(u) {
+                Ok(mut parsed) if parsed.query_pairs().any(|(_, v)| redact::is_registered(&v)) => {
+                    let kept: Vec<(String, String)> = parsed
+                        .query_pairs()
+                        .filter(|(_, v)| !redact::is_registered(v))
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    parsed.query_pairs_mut().clear().extend_pairs(kept);
+                    Self::Url(parsed.to_string())
+                }
+                _ => Self::Url(u.clone()),
+            },
+        }
+    }
+}
+
+/// Hashes of boundary items kept at most (the cursor not moving for this
+/// many changed items is an odd API; past it, repeats instead of memory).
+const MAX_BOUNDARY: usize = 100_000;
 
 /// Where an unfinished cycle stands, as stored in a position.
 #[derive(Debug, Serialize, Deserialize)]
@@ -226,7 +255,7 @@ impl HttpPollSource {
                 .filter_map(|v| v.to_str().ok())
                 .find_map(next_link);
             let final_url = resp.url().to_string();
-            let body = read_capped(resp, self.cfg.max_response_bytes, &url).await?;
+            let body = read_capped(resp, self.cfg.max_response_bytes, "polling", &url).await?;
             if !(200..300).contains(&status) {
                 return Err(status_error(
                     "polling",
@@ -249,7 +278,8 @@ impl HttpPollSource {
             });
         }
         Err(ConnectorError::user(format!(
-            "polling {url}: HTTP 401 twice: the credentials are refused"
+            "polling {}: HTTP 401 twice: the credentials are refused",
+            redact::url(&url)
         )))
     }
 
@@ -266,8 +296,9 @@ impl HttpPollSource {
                 Some(v @ (Json::Number(_) | Json::Bool(_))) => v.to_string(),
                 _ => {
                     return Err(ConnectorError::user(format!(
-                        "connector `{}`: an item from {url} has no key at `{ptr}`: {}",
+                        "connector `{}`: an item from {} has no key at `{ptr}`: {}",
                         self.name,
+                        redact::url(url),
                         excerpt(item)
                     )))
                 }
@@ -430,6 +461,9 @@ impl Source for HttpPollSource {
         if cycle.round >= self.cfg.max_pages {
             tracing::info!(connector = %self.name, pages = cycle.pages, max_pages = self.cfg.max_pages, "max_pages reached; the cycle goes on from the next page after `interval`");
             cycle.round = 0;
+            // The page token may expire during the pause: if it is refused,
+            // the cycle starts over rather than failing.
+            cycle.resumed = true;
             self.cycle = Some(cycle);
             return Ok(Poll::Idle(self.cfg.interval));
         }
@@ -528,11 +562,18 @@ impl Source for HttpPollSource {
             records.push(self.record(item, payload, &url)?);
         }
         let next = self.next_request(&request, &json, link_next, items.len());
+        if next.as_ref() == Some(&request) {
+            return Err(ConnectorError::user(format!(
+                "connector `{}`: the page after {} is the same page again: the pagination settings do not match the API (the cycle would never end)",
+                self.name,
+                redact::url(&url)
+            )));
+        }
         let position = match next {
             Some(next) => {
                 let state = CycleState {
                     max: cycle.max.clone(),
-                    next: next.clone(),
+                    next: next.without_secrets(),
                     pages: cycle.pages,
                 };
                 cycle.next = Some(next);
@@ -583,49 +624,25 @@ impl HttpPollSource {
     fn finish(&mut self, mut cycle: Cycle) -> Position {
         self.last_cycle_end = Some(Instant::now());
         self.next_run = self.schedule.as_ref().and_then(next_fire);
-        if cycle.etag.is_some() {
-            self.etag = cycle.etag.take();
-        }
+        // An ETag stands for the first page only: a 304 for it says nothing
+        // about later pages, so it is used only for one-page resources.
+        self.etag = if cycle.pages == 1 {
+            cycle.etag.take()
+        } else {
+            None
+        };
         if cycle.max != cycle.start {
             self.boundary = std::mem::take(&mut cycle.at_max);
         } else {
             self.boundary.extend(cycle.at_max.drain());
+            if self.boundary.len() > MAX_BOUNDARY {
+                // Bounded memory: forgetting only means repeats, never a gap.
+                self.boundary.clear();
+            }
         }
         self.cursor = cycle.max;
         serde_json::json!({ "cursor": self.cursor })
     }
-}
-
-/// Reads a response body, refusing one larger than `limit` bytes.
-async fn read_capped(
-    mut resp: reqwest::Response,
-    limit: usize,
-    url: &str,
-) -> Result<Vec<u8>, ConnectorError> {
-    let too_large = || {
-        ConnectorError::external(format!(
-            "polling {}: the answer is larger than max_response_bytes ({limit} bytes); raise it, or ask for smaller pages",
-            ferry::telemetry::redact::url(url)
-        ))
-    };
-    if resp
-        .content_length()
-        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| transport_error("polling", url, &e))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 fn payload_hash(payload: &[u8]) -> u64 {

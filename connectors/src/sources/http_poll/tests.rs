@@ -32,6 +32,8 @@ struct Fake {
     order: std::sync::Mutex<Option<Vec<usize>>>,
     /// `/paged` refuses page tokens of an earlier generation (they expire).
     token_generation: AtomicUsize,
+    /// `/changes` serves this item with a changed body (`"rev": 2`).
+    changed: std::sync::Mutex<Option<usize>>,
 }
 
 impl Fake {
@@ -120,13 +122,21 @@ async fn changes(State(f): State<Arc<Fake>>, Query(q): Query<HashMap<String, Str
         seen.push(q.get("since").cloned().unwrap_or_default());
     }
     let order = f.order.lock().expect("lock").clone();
+    let changed = *f.changed.lock().expect("lock");
+    let served = |n: usize| {
+        let mut v = item(n);
+        if changed == Some(n) {
+            v["rev"] = json!(2);
+        }
+        v
+    };
     let items: Vec<Value> = match order {
         Some(order) => order
             .into_iter()
             .filter(|n| *n >= since)
-            .map(item)
+            .map(served)
             .collect(),
-        None => (since..ITEMS).map(item).collect(),
+        None => (since..ITEMS).map(served).collect(),
     };
     Json(items).into_response()
 }
@@ -528,8 +538,7 @@ async fn a_repeated_item_keeps_its_event_id_and_a_changed_one_gets_a_new_id() {
     assert_eq!(first.ids, second.ids, "the same items, the same ids");
     let unique: std::collections::BTreeSet<&String> = first.ids.iter().collect();
     assert_eq!(unique.len(), ITEMS, "different items, different ids");
-    // Item 3 changes (served with a different body): a new id for it only.
-    *fake.order.lock().expect("lock") = Some((0..ITEMS).collect());
+    // A new source (another process) gives the same items the same ids.
     let mut other = source(json!({
         "url": format!("{base}/changes"), "topic": "t", "key": "/id"
     }));
@@ -539,6 +548,18 @@ async fn a_repeated_item_keeps_its_event_id_and_a_changed_one_gets_a_new_id() {
         first.ids,
         "ids do not depend on the process"
     );
+    // Item 3 changes: a new id for it, the same ids for the rest.
+    *fake.changed.lock().expect("lock") = Some(3);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let third = walk(&mut s).await;
+    assert_eq!(third.ns, all());
+    for (i, (before, after)) in first.ids.iter().zip(&third.ids).enumerate() {
+        if i == 3 {
+            assert_ne!(before, after, "a changed item is a new event");
+        } else {
+            assert_eq!(before, after, "item {i} did not change");
+        }
+    }
 }
 
 #[tokio::test]
