@@ -19,7 +19,7 @@ use template::Template;
 
 /// Without `batch`, records handed to the sink at a time (each is still its
 /// own request).
-pub const RECORDS_PER_WRITE: usize = 20;
+pub const RECORDS_PER_WRITE: usize = 50;
 
 pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
     let cfg: HttpSinkConfig = parse_settings(ctx)?;
