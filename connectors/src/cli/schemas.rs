@@ -79,7 +79,10 @@ pub(crate) async fn run(target: &Target, action: Action) -> Result<(), Failure> 
 async fn list(registry: &RegistryClient) -> Result<(), Failure> {
     let subjects = registry.subjects().await.map_err(Failure::runtime)?;
     if subjects.is_empty() {
-        println!("no subjects registered at {}", registry.url());
+        println!(
+            "no subjects registered at {}",
+            ferry::telemetry::redact::url(registry.url())
+        );
     }
     for subject in subjects {
         let latest = registry.latest(&subject).await.map_err(Failure::runtime)?;

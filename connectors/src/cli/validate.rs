@@ -17,7 +17,7 @@ pub(crate) fn validate(path: &Path) -> Result<(), Failure> {
         "{}: ok (kafka: {kafka}; admin API: {}; schema registry: {}; {} topic(s), {} schema(s), {} connector(s))",
         path.display(),
         config.admin.listen,
-        config.schema_registry.client_url(),
+        ferry::telemetry::redact::url(&config.schema_registry.client_url()),
         config.topics.len(),
         bindings.len(),
         planned.len()

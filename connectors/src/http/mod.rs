@@ -113,7 +113,11 @@ where
                 redact::register_named(&k, &s);
                 Ok((k, s))
             }
-            serde_json::Value::Number(n) => Ok((k, n.to_string())),
+            serde_json::Value::Number(n) => {
+                let n = n.to_string();
+                redact::register_named(&k, &n);
+                Ok((k, n))
+            }
             serde_json::Value::Bool(b) => Ok((k, b.to_string())),
             other => Err(D::Error::custom(format!(
                 "`{k}`: expected text, a number or a boolean, found {other}"

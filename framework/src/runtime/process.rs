@@ -508,9 +508,11 @@ impl Running {
 }
 
 /// One stop budget, nested so each inner limit sits below its outer one:
-/// connectors get two thirds of it (each task drains within half of the
-/// whole, keeping the rest of its share to commit and close); the producer
-/// flushes in what remains, less a reserve for the embedded broker to stop.
+/// connectors get two thirds of it; within that, each task drains its batch
+/// in flight within two fifths of the whole, then commits and closes within
+/// a third of that (together 8/15: the rest of the connectors' share is
+/// slack for a task that notices the stop late); the producer flushes in
+/// what remains, less a reserve for the embedded broker to stop.
 #[derive(Debug, Clone, Copy)]
 pub struct StopBudget {
     total: Duration,
@@ -528,9 +530,10 @@ impl StopBudget {
     }
 
     /// For one task's batch in flight (a sink's write, a source's
-    /// acknowledgements) before it is abandoned.
+    /// acknowledgements) before it is abandoned. A task then has a third of
+    /// this to commit and close.
     pub fn task_drain(&self) -> Duration {
-        self.total / 2
+        self.total * 2 / 5
     }
 
     /// For the producer's flush, `elapsed` into the stop.
@@ -551,9 +554,16 @@ mod tests {
 
     #[test]
     fn the_stop_budget_nests() {
+        for secs in [3, 10, 30, 120] {
+            let b = StopBudget::new(Duration::from_secs(secs));
+            // A task drains, then commits and closes (a third of its drain
+            // budget, as the sink and source tasks take it), inside the
+            // connectors' share, with slack left.
+            let task = b.task_drain() + b.task_drain() / 3;
+            assert!(task < b.connectors(), "{secs}s: {task:?}");
+            assert!(b.connectors() < Duration::from_secs(secs));
+        }
         let b = StopBudget::new(Duration::from_secs(30));
-        assert!(b.task_drain() < b.connectors());
-        assert!(b.connectors() < Duration::from_secs(30));
         assert_eq!(b.flush(b.connectors()), Duration::from_secs(9));
         assert_eq!(b.flush(Duration::from_secs(40)), Duration::from_millis(100));
     }

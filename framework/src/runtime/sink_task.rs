@@ -178,6 +178,8 @@ pub(crate) async fn run(
         revoked: BTreeSet::new(),
         revoking: None,
         commits: VecDeque::new(),
+        commit_failures: 0,
+        release_commit_within: close_within(env.stop_budget),
         last_transient_log: None,
         in_flight_gauge: metrics::gauge!(m::SINK_IN_FLIGHT_RECORDS, "connector" => name.to_owned()),
     };
@@ -196,13 +198,13 @@ pub(crate) async fn run(
     // committing and leaving the group.
     let within = close_within(env.stop_budget);
     let deadline = Instant::now() + within;
-    let finished = tokio::time::timeout_at(deadline, async {
-        for c in commits {
-            let _ = c.await;
-        }
-        consumer.commit(within).await
-    })
-    .await;
+    // The final commit carries everything stored: queued ones (a retry
+    // waiting out its delay, say) would only spend the deadline.
+    for c in &commits {
+        c.abort();
+    }
+    drop(commits);
+    let finished = tokio::time::timeout_at(deadline, consumer.commit(within)).await;
     match finished {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -230,16 +232,15 @@ pub(crate) async fn run(
 }
 
 /// How long committing and leaving the group may take at the end of an
-/// attempt, together: what a stop leaves of a task's share after draining
-/// its batch (`StopBudget`: a task drains within half the stop, and the
-/// connectors' share is two thirds of it).
+/// attempt, together: a third of the task's drain budget (`StopBudget`
+/// keeps drain and close inside the connectors' share of a stop).
 fn close_within(stop_budget: Duration) -> Duration {
     (stop_budget / 3).max(Duration::from_millis(500))
 }
 
-/// How long a revocation waits for its commit before releasing anyway (the
-/// new owner then repeats what was written since the last commit).
-const RELEASE_COMMIT_WITHIN: Duration = Duration::from_secs(5);
+/// Failed commits in a row after which the attempt starts over (about a
+/// minute of retrying).
+const MAX_COMMIT_FAILURES: u32 = 120;
 
 /// How long a failed commit waits before it is tried again.
 const COMMIT_RETRY_AFTER: Duration = Duration::from_millis(500);
@@ -277,6 +278,12 @@ struct SinkTask<'a> {
     /// for them never blocks the loop: a broker that is down stalls the
     /// hand-over, not the consumer (rebalances and a stop are still seen).
     commits: VecDeque<tokio::task::JoinHandle<Result<(), KafkaLayerError>>>,
+    /// Commits that failed in a row.
+    commit_failures: u32,
+    /// How long a revocation waits for its commit before releasing anyway
+    /// (the new owner then repeats what was written since the last commit):
+    /// the task's share of a stop for committing and closing.
+    release_commit_within: Duration,
     last_transient_log: Option<Instant>,
     in_flight_gauge: metrics::Gauge,
 }
@@ -409,10 +416,25 @@ impl SinkTask<'_> {
                         Ok(Err(e)) => Some(e.to_string()),
                         Err(e) => Some(e.to_string()),
                     };
-                    if let Some(e) = failed {
-                        tracing::warn!(connector = name, error = %e, retry_in = ?COMMIT_RETRY_AFTER, "committing sink offsets failed; trying again (no new batch is written meanwhile)");
-                        self.commits
-                            .push_front(self.consumer.commit_in_background(COMMIT_RETRY_AFTER));
+                    match failed {
+                        None => self.commit_failures = 0,
+                        Some(e) => {
+                            self.commit_failures += 1;
+                            if self.commit_failures >= MAX_COMMIT_FAILURES {
+                                // Not a passing disturbance (a rebalance, a
+                                // coordinator moving): start over, from the
+                                // last commit that landed.
+                                return Err(ConnectorError::external(format!(
+                                    "connector `{name}`: committing offsets failed {} times in a row: {e}",
+                                    self.commit_failures
+                                )));
+                            }
+                            if self.commit_failures == 1 || self.commit_failures.is_multiple_of(10) {
+                                tracing::warn!(connector = name, error = %e, failures = self.commit_failures, retry_in = ?COMMIT_RETRY_AFTER, "committing sink offsets failed; trying again (no new batch is written meanwhile)");
+                            }
+                            self.commits
+                                .push_front(self.consumer.commit_in_background(COMMIT_RETRY_AFTER));
+                        }
                     }
                 }
                 _ = self.consumer.rebalanced() => {}
@@ -631,7 +653,7 @@ impl SinkTask<'_> {
 
     /// Commits what is stored and gives `partitions` back to the group.
     async fn release(&mut self, partitions: &[TopicPartition]) -> Result<(), ConnectorError> {
-        if let Err(e) = self.consumer.commit(RELEASE_COMMIT_WITHIN).await {
+        if let Err(e) = self.consumer.commit(self.release_commit_within).await {
             tracing::warn!(connector = self.name, error = %e, "committing before releasing revoked partitions failed; their new owner repeats what was written since the last commit");
         }
         self.forget(partitions);
@@ -683,10 +705,12 @@ impl SinkTask<'_> {
                     | C::GroupAuthorizationFailed
                     | C::ClusterAuthorizationFailed
                     | C::SaslAuthenticationFailed
+                    | C::Authentication
             )
         ) {
-            // Waiting will not grant the permission.
-            return Err(ConnectorError::user(format!(
+            // Not a disturbance librdkafka rides out: say so on `/connectors`
+            // and start over with backoff (an ACL may just be propagating).
+            return Err(ConnectorError::external(format!(
                 "connector `{}`: Kafka refused this consumer: {e}",
                 self.name
             )));

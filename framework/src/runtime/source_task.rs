@@ -108,18 +108,18 @@ pub(crate) async fn run(
             if stored.get(&partition) == Some(&position) {
                 continue;
             }
-            // Once Ferry is stopping, the store gets a third of the task's
-            // drain budget (the share `StopBudget` leaves after draining);
-            // past it the batch is simply produced again.
+            // Once Ferry is stopping (before or during the store), the store
+            // gets a third of the task's drain budget (the share
+            // `StopBudget` leaves after draining); past it the batch is
+            // simply produced again.
             let store = offsets.store(name, &partition, &position);
-            let stored_in_time = if shutdown.is_cancelled() {
-                tokio::time::timeout(stop_budget / 3, store).await.ok()
-            } else {
-                Some(store.await)
+            let budget = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(stop_budget / 3).await;
             };
-            match stored_in_time {
-                Some(r) => r.map_err(|e| ConnectorError::external(e.to_string()))?,
-                None => {
+            tokio::select! {
+                r = store => r.map_err(|e| ConnectorError::external(e.to_string()))?,
+                () = budget => {
                     tracing::warn!(connector = name, "storing the source position did not finish before the stop budget ran out; the batch is produced again after restart");
                     return Ok(Exit::Stopped);
                 }

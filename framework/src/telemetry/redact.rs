@@ -40,6 +40,37 @@ const SECRET_MARKERS: &[&str] = &[
     "ssl.key",
 ];
 
+/// Names whose *values* are credentials, exactly (case and `-`/`_`
+/// ignored): values written literally under these names are registered and
+/// scrubbed everywhere. Narrower than [`SECRET_MARKERS`], which only decides
+/// what a printed URL or option hides: `page_token` or
+/// `sasl.oauthbearer.client.id` values are ordinary words that must not be
+/// blanked out of every log line.
+const CREDENTIAL_NAMES: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-apikey",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+    "auth-token",
+    "x-access-token",
+    "access-token",
+    "token",
+    "client-secret",
+    "secret",
+    "password",
+    "passwd",
+    "private-key",
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "ssl.key.pem",
+    "sasl.oauthbearer.client.secret",
+];
+
 /// The text shown in place of a secret.
 pub const REDACTED: &str = "***";
 
@@ -109,10 +140,17 @@ pub fn register(value: &str) {
     r.fixed.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-/// Registers `value` when `key` (a header, query parameter or option name)
-/// marks it as a credential, though it was written literally.
+/// Whether `key` (a header, query parameter or librdkafka option) names a
+/// credential exactly.
+pub fn is_credential_name(key: &str) -> bool {
+    let key = key.to_ascii_lowercase().replace('_', "-");
+    CREDENTIAL_NAMES.iter().any(|n| *n == key)
+}
+
+/// Registers `value` when `key` names a credential, though it was written
+/// literally.
 pub fn register_named(key: &str, value: &str) {
-    if is_secret_key(key) {
+    if is_credential_name(key) {
         // `Bearer <token>`: the token is the secret, and so is the whole.
         if let Some((_, token)) = value.split_once(' ') {
             register(token.trim());
@@ -237,12 +275,24 @@ mod tests {
     }
 
     #[test]
-    fn literal_credentials_under_secret_names_are_registered() {
+    fn literal_credentials_under_credential_names_are_registered() {
         register_named("Authorization", "Bearer lit-token-5150");
-        register_named("page", "not-a-secret-5150");
-        assert_eq!(scrub("got lit-token-5150"), "got ***");
+        register_named("api_key", "lit-key-5150");
+        assert_eq!(
+            scrub("got lit-token-5150 and lit-key-5150"),
+            "got *** and ***"
+        );
         assert!(is_registered("lit-token-5150"));
-        assert_eq!(scrub("not-a-secret-5150"), "not-a-secret-5150");
+        // Names that merely contain a marker hold ordinary words.
+        for (k, v) in [
+            ("page", "not-a-secret-5150"),
+            ("page_token", "cursor-5150"),
+            ("sasl.oauthbearer.client.id", "ferry-5150"),
+            ("ssl.keystore.location", "/etc/ferry/keys-5150"),
+        ] {
+            register_named(k, v);
+            assert_eq!(scrub(v), v, "{k}");
+        }
     }
 
     #[test]

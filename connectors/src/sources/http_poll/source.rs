@@ -25,9 +25,9 @@
 //! item's key and its content ([`EventEnvelope::event_id`]): the same item
 //! fetched twice is the same event, so consumers drop repeats by `id`.
 
-use super::config::{HttpPollConfig, Pagination};
+use super::config::{Auth, HttpPollConfig, Pagination};
 use crate::http::auth::Authenticator;
-use crate::http::{read_capped, status_error, transport_error};
+use crate::http::{error_excerpt, read_capped, status_error, transport_error};
 use ferry::error::ConnectorError;
 use ferry::schema::envelope::{now_millis, EventEnvelope};
 use ferry::schema::json::kind;
@@ -95,10 +95,16 @@ struct Cycle {
     /// Continued from a stored position: a refused first request starts
     /// the cycle over instead of failing.
     resumed: bool,
+    /// Continued after a `max_pages` pause: a refused first request means
+    /// the API's page tokens do not outlive the pause.
+    after_pause: bool,
+    /// Hashes of the requests made in this cycle (a paginator that loops
+    /// back would never end it); bounded.
+    seen: HashSet<u64>,
 }
 
 /// The next page to ask for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Request {
     /// The configured URL with extra query parameters.
@@ -107,28 +113,23 @@ enum Request {
     Url(String),
 }
 
-impl Request {
-    /// The request as stored in a position: a next-page URL from the API
-    /// loses query parameters that carry a configured secret (APIs echo the
-    /// key into their links); the request adds its credentials again when
-    /// it is sent, and a resumed request that is refused restarts the cycle.
-    fn without_secrets(&self) -> Self {
-        match self {
-            Self::Params(p) => Self::Params(p.clone()),
-            Self::Url(u) => match url::Url::parse(u) {
-                Ok(mut parsed) if parsed.query_pairs().any(|(_, v)| redact::is_registered(&v)) => {
-                    let kept: Vec<(String, String)> = parsed
-                        .query_pairs()
-                        .filter(|(_, v)| !redact::is_registered(v))
-                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                        .collect();
-                    parsed.query_pairs_mut().clear().extend_pairs(kept);
-                    Self::Url(parsed.to_string())
-                }
-                _ => Self::Url(u.clone()),
-            },
-        }
-    }
+/// Whether an error is the API refusing the request itself (as it refuses
+/// an expired page token), rather than failing to answer.
+fn refused(e: &ConnectorError) -> bool {
+    matches!(e.status, Some(400 | 401 | 403 | 404 | 410 | 422))
+}
+
+/// Redirect hops followed at most.
+const MAX_REDIRECTS: usize = 10;
+
+/// Requests remembered per cycle to catch a looping paginator.
+const MAX_SEEN_REQUESTS: usize = 100_000;
+
+fn request_hash(r: &Request) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    r.hash(&mut h);
+    h.finish()
 }
 
 /// Hashes of boundary items kept at most (the cursor not moving for this
@@ -145,8 +146,32 @@ struct CycleState {
 
 impl HttpPollSource {
     pub fn new(name: &str, cfg: HttpPollConfig) -> Result<Self, ConnectorError> {
+        // reqwest drops `Authorization` and cookies on a redirect to another
+        // host, not headers it cannot know are credentials: with configured
+        // headers (or a key in a header), only same-origin redirects.
+        let carries_headers = !cfg.headers.is_empty()
+            || matches!(
+                &cfg.auth,
+                Some(Auth::ApiKey {
+                    header: Some(_),
+                    ..
+                })
+            );
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                let same_origin = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if same_origin || !carries_headers {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .build()
             .map_err(|e| ConnectorError::internal(format!("HTTP client: {e}")))?;
         let schedule = match &cfg.schedule {
@@ -255,15 +280,26 @@ impl HttpPollSource {
                 .filter_map(|v| v.to_str().ok())
                 .find_map(next_link);
             let final_url = resp.url().to_string();
-            let body = read_capped(resp, self.cfg.max_response_bytes, "polling", &url).await?;
-            if !(200..300).contains(&status) {
-                return Err(status_error(
-                    "polling",
-                    &url,
+            if (300..400).contains(&status) {
+                let location = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("nowhere");
+                return Err(ConnectorError::http_status(
                     status,
-                    &String::from_utf8_lossy(&body),
+                    format!(
+                        "polling {}: HTTP {status}, a redirect to {}, not followed: it leaves the API's origin and the request carries configured headers (possibly credentials)",
+                        redact::url(&url),
+                        redact::url(location)
+                    ),
                 ));
             }
+            if !(200..300).contains(&status) {
+                let excerpt = error_excerpt(resp, 4096).await;
+                return Err(status_error("polling", &url, status, &excerpt));
+            }
+            let body = read_capped(resp, self.cfg.max_response_bytes, "polling", &url).await?;
             let json: Json = serde_json::from_slice(&body).map_err(|e| {
                 ConnectorError::external(format!(
                     "polling {}: the answer is not JSON: {e}",
@@ -434,6 +470,8 @@ impl Source for HttpPollSource {
                     etag: None,
                     at_max: HashSet::new(),
                     resumed: true,
+                    after_pause: false,
+                    seen: HashSet::new(),
                 }
             });
         self.next_run = self.schedule.as_ref().and_then(next_fire);
@@ -461,9 +499,7 @@ impl Source for HttpPollSource {
         if cycle.round >= self.cfg.max_pages {
             tracing::info!(connector = %self.name, pages = cycle.pages, max_pages = self.cfg.max_pages, "max_pages reached; the cycle goes on from the next page after `interval`");
             cycle.round = 0;
-            // The page token may expire during the pause: if it is refused,
-            // the cycle starts over rather than failing.
-            cycle.resumed = true;
+            cycle.after_pause = true;
             self.cycle = Some(cycle);
             return Ok(Poll::Idle(self.cfg.interval));
         }
@@ -476,13 +512,20 @@ impl Source for HttpPollSource {
         // poll dropped mid-request restarts from the last stored position.
         let page = match self.fetch(&request, cycle.start.as_ref(), first).await {
             Ok(page) => page,
-            Err(e) if cycle.resumed && !e.is_retryable() => {
+            Err(e) if cycle.resumed && refused(&e) => {
                 tracing::warn!(connector = %self.name, error = %e, "the stored page request was refused (an expired page token?); the cycle starts over from its start cursor");
                 return Ok(Poll::Idle(Duration::ZERO));
+            }
+            Err(e) if cycle.after_pause && refused(&e) => {
+                return Err(ConnectorError::user(format!(
+                    "connector `{}`: after pausing for `max_pages` ({}), the next page was refused: the API's page tokens do not outlive `interval` ({:?}); raise `max_pages` or lower `interval` ({e})",
+                    self.name, self.cfg.max_pages, self.cfg.interval
+                )));
             }
             Err(e) => return Err(e),
         };
         cycle.resumed = false;
+        cycle.after_pause = false;
         let (json, etag, link_next, url) = match page {
             Page::NotModified => {
                 self.last_cycle_end = Some(Instant::now());
@@ -561,10 +604,22 @@ impl Source for HttpPollSource {
             }
             records.push(self.record(item, payload, &url)?);
         }
-        let next = self.next_request(&request, &json, link_next, items.len());
-        if next.as_ref() == Some(&request) {
+        // An empty page ends the cycle, whatever the API says comes next
+        // (some echo their cursor on the last page).
+        let next = if items.is_empty() {
+            None
+        } else {
+            self.next_request(&request, &json, link_next, items.len())
+        };
+        if cycle.seen.len() < MAX_SEEN_REQUESTS {
+            cycle.seen.insert(request_hash(&request));
+        }
+        if next
+            .as_ref()
+            .is_some_and(|n| cycle.seen.contains(&request_hash(n)))
+        {
             return Err(ConnectorError::user(format!(
-                "connector `{}`: the page after {} is the same page again: the pagination settings do not match the API (the cycle would never end)",
+                "connector `{}`: the page after {} is one this cycle has read already: the pagination settings do not match the API (the cycle would never end)",
                 self.name,
                 redact::url(&url)
             )));
@@ -573,7 +628,7 @@ impl Source for HttpPollSource {
             Some(next) => {
                 let state = CycleState {
                     max: cycle.max.clone(),
-                    next: next.without_secrets(),
+                    next: next.clone(),
                     pages: cycle.pages,
                 };
                 cycle.next = Some(next);
@@ -617,6 +672,8 @@ impl HttpPollSource {
             etag: None,
             at_max: HashSet::new(),
             resumed: false,
+            after_pause: false,
+            seen: HashSet::new(),
         }
     }
 

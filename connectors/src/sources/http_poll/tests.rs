@@ -158,6 +158,23 @@ async fn paged(State(f): State<Arc<Fake>>, Query(q): Query<HashMap<String, Strin
     Json(json!({"data": page(from, 10), "next": next})).into_response()
 }
 
+/// Two pages; the second names itself as the next page (a broken API).
+async fn looping(Query(q): Query<HashMap<String, String>>) -> Response {
+    match q.get("c").map(String::as_str) {
+        None => Json(json!({"data": page(0, 10), "next": "c1"})).into_response(),
+        _ => Json(json!({"data": page(10, 10), "next": "c1"})).into_response(),
+    }
+}
+
+/// Two pages, then an empty one that echoes its cursor (the end).
+async fn echoing(Query(q): Query<HashMap<String, String>>) -> Response {
+    match q.get("c").map(String::as_str) {
+        None => Json(json!({"data": page(0, 10), "next": "c1"})).into_response(),
+        Some("c1") => Json(json!({"data": page(10, 10), "next": "c2"})).into_response(),
+        _ => Json(json!({"data": [], "next": "c2"})).into_response(),
+    }
+}
+
 /// A body far larger than any sane page.
 async fn huge() -> Response {
     let items: Vec<Value> = (0..50_000).map(item).collect();
@@ -192,6 +209,8 @@ async fn serve() -> (String, Arc<Fake>) {
         .route("/changes", get(changes))
         .route("/paged", get(paged))
         .route("/huge", get(huge))
+        .route("/looping", get(looping))
+        .route("/echoing", get(echoing))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&fake),
             log_requests,
@@ -487,6 +506,61 @@ async fn each_page_is_a_position_and_a_restart_resumes_mid_cycle() {
 }
 
 #[tokio::test]
+async fn page_tokens_that_expire_during_a_max_pages_pause_fail_loudly() {
+    let (base, fake) = serve().await;
+    let mut s = source(json!({
+        "url": format!("{base}/paged"), "topic": "t", "interval": "1ms", "items": "/data",
+        "max_pages": 1,
+        "pagination": {"type": "cursor", "from": "/next", "param": "page_token"}
+    }));
+    s.open(&ctx(), Positions::new()).await.expect("open");
+    assert_eq!(walk(&mut s).await.ns, (0..10).collect::<Vec<_>>());
+    // The pause outlives the token.
+    fake.token_generation.store(1, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let e = s.poll(&ctx()).await.expect_err("refused token");
+    assert!(!e.is_retryable(), "it would be refused after every pause");
+    let m = e.to_string();
+    assert!(m.contains("max_pages") && m.contains("interval"), "{m}");
+}
+
+#[tokio::test]
+async fn a_paginator_that_loops_back_stops_the_connector_and_an_echoed_cursor_on_an_empty_page_ends_the_cycle(
+) {
+    let (base, fake) = serve().await;
+    let settings = |path: &str| {
+        json!({
+            "url": format!("{base}/{path}"), "topic": "t", "interval": "1ms", "items": "/data",
+            "pagination": {"type": "cursor", "from": "/next", "param": "c"}
+        })
+    };
+    let mut looping = source(settings("looping"));
+    looping.open(&ctx(), Positions::new()).await.expect("open");
+    let Poll::Records(first) = looping.poll(&ctx()).await.expect("page 1") else {
+        panic!("records");
+    };
+    assert_eq!(first.len(), 10);
+    let e = looping.poll(&ctx()).await.expect_err("loops back");
+    assert!(e.to_string().contains("read already"), "{e}");
+
+    let mut echoing = source(settings("echoing"));
+    echoing.open(&ctx(), Positions::new()).await.expect("open");
+    let w = walk(&mut echoing).await;
+    assert_eq!(w.ns, (0..20).collect::<Vec<_>>());
+    assert!(
+        w.last_position().is_some_and(|p| p.get("cycle").is_none()),
+        "the cycle ended: {:?}",
+        w.last_position()
+    );
+    let echo_requests = fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("/echoing"))
+        .count();
+    assert_eq!(echo_requests, 3);
+}
+
+#[tokio::test]
 async fn items_out_of_incremental_order_stop_the_connector_instead_of_skipping_changes() {
     let (base, fake) = serve().await;
     *fake.order.lock().expect("lock") = Some(vec![0, 1, 2, 7, 5, 8]);
@@ -516,6 +590,7 @@ async fn an_answer_larger_than_the_limit_is_refused() {
     }));
     s.open(&ctx(), Positions::new()).await.expect("open");
     let e = s.poll(&ctx()).await.expect_err("too large");
+    assert!(!e.is_retryable(), "the same answer will be as large again");
     let m = e.to_string();
     assert!(
         m.contains("max_response_bytes") && m.contains("10000"),

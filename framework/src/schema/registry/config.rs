@@ -10,9 +10,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn embedded_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Option::<String>::deserialize(d)?
+    let url = Option::<String>::deserialize(d)?
         .map(|u| crate::config::secret::resolve_embedded(&u).map_err(serde::de::Error::custom))
-        .transpose()
+        .transpose()?;
+    if let Some(u) = &url {
+        crate::config::secret::register_url_credentials(u);
+    }
+    Ok(url)
 }
 
 /// The default registry topic.
