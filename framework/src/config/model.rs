@@ -41,8 +41,9 @@ pub struct FerryConfig {
     pub demo: Option<DemoConfig>,
     /// The most a stop (Ctrl-C, SIGTERM) takes: connectors drain in the first
     /// two thirds (a sink's batch in flight, a source's batch in hand, each
-    /// within half of it), what overruns is abandoned (it is delivered again
-    /// after restart), then the producer flushes in what is left.
+    /// within two fifths of it, then commit), what overruns is abandoned (it
+    /// is delivered again after restart), then the producer flushes in what
+    /// is left.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: std::time::Duration,
 }
