@@ -604,12 +604,12 @@ impl Source for HttpPollSource {
             }
             records.push(self.record(item, payload, &url)?);
         }
-        // An empty page ends the cycle, whatever the API says comes next
-        // (some echo their cursor on the last page).
-        let next = if items.is_empty() {
-            None
-        } else {
-            self.next_request(&request, &json, link_next, items.len())
+        // An empty page that names itself as the next one is the end (some
+        // APIs echo their cursor on the last page); an empty page pointing
+        // elsewhere is not (filtered APIs return empty pages mid-way).
+        let next = match self.next_request(&request, &json, link_next, items.len()) {
+            Some(n) if items.is_empty() && n == request => None,
+            other => other,
         };
         if cycle.seen.len() < MAX_SEEN_REQUESTS {
             cycle.seen.insert(request_hash(&request));
