@@ -47,6 +47,14 @@ pub fn status_error(what: &str, url: &str, status: u16, body: &str) -> Connector
     )
 }
 
+/// Where a redirect answer points (`nowhere` without a `Location`).
+pub fn location(resp: &reqwest::Response) -> &str {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("nowhere")
+}
+
 /// Reads a response body, refusing one larger than `limit` bytes (a
 /// permanent failure: the same answer will be as large next time).
 pub async fn read_capped(

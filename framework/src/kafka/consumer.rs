@@ -383,20 +383,9 @@ impl KafkaConsumer {
         let inner = self.arc();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let result =
-                tokio::task::spawn_blocking(move || inner.commit_consumer_state(CommitMode::Sync))
-                    .await
-                    .map_err(|e| KafkaLayerError::Topic {
-                        topic: "*".into(),
-                        message: format!("commit task failed: {e}"),
-                    })?;
-            match result {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-                Err(source) => Err(KafkaLayerError::Client {
-                    context: "committing offsets".into(),
-                    source,
-                }),
-            }
+            tokio::task::spawn_blocking(move || commit_now(&inner))
+                .await
+                .map_err(commit_task_failed)?
         })
     }
 
@@ -404,25 +393,14 @@ impl KafkaConsumer {
     /// blocking thread), for at most `within`.
     pub async fn commit(&self, within: Duration) -> Result<(), KafkaLayerError> {
         let inner = self.arc();
-        let handle =
-            tokio::task::spawn_blocking(move || inner.commit_consumer_state(CommitMode::Sync));
-        let result = tokio::time::timeout(within, handle)
+        let handle = tokio::task::spawn_blocking(move || commit_now(&inner));
+        tokio::time::timeout(within, handle)
             .await
             .map_err(|_| KafkaLayerError::Topic {
                 topic: "*".into(),
                 message: format!("committing offsets: no answer within {within:?}"),
             })?
-            .map_err(|e| KafkaLayerError::Topic {
-                topic: "*".into(),
-                message: format!("commit task failed: {e}"),
-            })?;
-        match result {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-            Err(source) => Err(KafkaLayerError::Client {
-                context: "committing offsets".into(),
-                source,
-            }),
-        }
+            .map_err(commit_task_failed)?
     }
 
     /// Whether the group has declared this member's assignment lost (its
@@ -511,6 +489,25 @@ impl KafkaConsumer {
         if let Some(inner) = self.inner.take() {
             let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
         }
+    }
+}
+
+/// A synchronous commit of every stored offset (blocking: call it from a
+/// blocking thread). Nothing stored since the last commit is not an error.
+fn commit_now(inner: &StreamConsumer<GroupContext>) -> Result<(), KafkaLayerError> {
+    match inner.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(source) => Err(KafkaLayerError::Client {
+            context: "committing offsets".into(),
+            source,
+        }),
+    }
+}
+
+fn commit_task_failed(e: tokio::task::JoinError) -> KafkaLayerError {
+    KafkaLayerError::Topic {
+        topic: "*".into(),
+        message: format!("commit task failed: {e}"),
     }
 }
 

@@ -129,11 +129,7 @@ impl HttpSink {
                 return Ok(());
             }
             if (300..400).contains(&status) {
-                let location = resp
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("nowhere");
+                let location = crate::http::location(&resp);
                 let hint = if matches!(status, 307 | 308) && !self.cfg.follow_redirects {
                     "; set `follow_redirects: true` to follow 307/308, which re-send the body"
                 } else {

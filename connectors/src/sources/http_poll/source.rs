@@ -281,11 +281,7 @@ impl HttpPollSource {
                 .find_map(next_link);
             let final_url = resp.url().to_string();
             if (300..400).contains(&status) {
-                let location = resp
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("nowhere");
+                let location = crate::http::location(&resp);
                 return Err(ConnectorError::http_status(
                     status,
                     format!(
