@@ -24,7 +24,7 @@ fn write_config(dir: &Path, text: &str) -> String {
 }
 
 /// One `error:` line, no panic, no backtrace.
-fn assert_clean_failure(f: &Finished, code: i32, needles: &[&str]) {
+pub(crate) fn assert_clean_failure(f: &Finished, code: i32, needles: &[&str]) {
     assert_eq!(f.code, Some(code), "exit code; stderr:\n{}", f.stderr);
     assert!(!f.stderr.contains("panicked"), "{}", f.stderr);
     assert!(
