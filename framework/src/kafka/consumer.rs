@@ -309,11 +309,6 @@ impl KafkaConsumer {
         })
     }
 
-    /// The group this consumer is in.
-    pub fn group_id(&self) -> &str {
-        &self.group_id
-    }
-
     /// The next record, or a transient client error. Keeps the group
     /// membership alive and serves rebalances while it waits. `Err` only for
     /// a fatal error (the client cannot go on).
