@@ -2,6 +2,7 @@
 //! `connectors()` map). Adding a connector is a module and a line here.
 
 use ferry::config::{ConfigError, FerryConfig, TopicSpec};
+use ferry::resilience::ResilienceConfig;
 use ferry::runtime::{ConnectorSpec, Planned};
 use serde::de::DeserializeOwned;
 
@@ -40,10 +41,54 @@ pub const CONNECTORS: &[(&str, Factory)] = &[
     ("http", crate::sinks::http::plan),
 ];
 
-/// Parses a connector's own settings into its typed config, naming the key
-/// at fault.
+/// The keys every connector that calls a third party accepts beside its
+/// own settings ([`ferry::resilience::ResilienceConfig`]).
+pub const RESILIENCE_KEYS: &[&str] = &[
+    "retry",
+    "circuit_breaker",
+    "rate_limit",
+    "bulkhead",
+    "timeout",
+    "dead_letter",
+    "fallback",
+    "ordering",
+];
+
+impl Context<'_> {
+    /// The connector's resilience settings (defaults for what is unset),
+    /// validated.
+    pub fn resilience(&self) -> Result<ResilienceConfig, ConfigError> {
+        let own: serde_json::Map<String, serde_json::Value> = self
+            .spec
+            .settings
+            .iter()
+            .filter(|(k, _)| RESILIENCE_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let cfg: ResilienceConfig = deserialize_at(self, own)?;
+        cfg.validate(|key, message| self.invalid(key, message))?;
+        Ok(cfg)
+    }
+}
+
+/// Parses a connector's own settings (all but [`RESILIENCE_KEYS`]) into its
+/// typed config, naming the key at fault.
 pub fn parse_settings<T: DeserializeOwned>(ctx: &Context<'_>) -> Result<T, ConfigError> {
-    let value = serde_json::Value::Object(ctx.spec.settings.clone());
+    let own = ctx
+        .spec
+        .settings
+        .iter()
+        .filter(|(k, _)| !RESILIENCE_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    deserialize_at(ctx, own)
+}
+
+fn deserialize_at<T: DeserializeOwned>(
+    ctx: &Context<'_>,
+    map: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, ConfigError> {
+    let value = serde_json::Value::Object(map);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };

@@ -27,6 +27,8 @@ pub struct SinkRecord {
     pub timestamp: Option<i64>,
     /// The key as text (keys that are not UTF-8 are shown as base64).
     pub key: Option<String>,
+    /// The key's bytes as they were in Kafka.
+    pub raw_key: Option<Vec<u8>>,
     /// The value as JSON: decoded Avro, or the payload's own JSON, or a string.
     pub value: serde_json::Value,
     /// The value's bytes as they were in Kafka.

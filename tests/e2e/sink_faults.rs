@@ -2,9 +2,10 @@
 //! binary, a real broker and a fake target: a record that cannot be decoded,
 //! a record the target refuses for good, a target that redirects, and a
 //! target that hangs while Ferry stops. Each test checks what the README
-//! promises under that fault: nothing written twice, nothing after a bad
-//! record written, offsets committed up to it, no restart loop, a stop
-//! within `shutdown_timeout`.
+//! promises under that fault: a bad record goes to the dead-letter topic
+//! with its original key, value and the reason, the records behind it are
+//! delivered, nothing is written twice, offsets are committed past it, no
+//! restart loop, a stop within `shutdown_timeout`.
 
 use crate::fake_target::FakeTarget;
 use crate::ferry_bin;
@@ -162,9 +163,68 @@ connectors:
         }
     }
 
+    /// Every record in the sink's dead-letter topic (`sink.dlq`), in order.
+    fn dead_letters(&self) -> Vec<Letter> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.broker.bootstrap)
+            .set("group.id", "dlq-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let topic = "sink.dlq";
+        let (_, high) = c
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .expect("the dead-letter topic exists");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .expect("partition");
+        c.assign(&tpl).expect("assign");
+        let mut letters = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (letters.len() as i64) < high {
+            assert!(
+                Instant::now() < deadline,
+                "read {} of {high}",
+                letters.len()
+            );
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+                use rdkafka::message::Headers;
+                use rdkafka::Message;
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                letters.push(Letter {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+        }
+        letters
+    }
+
     async fn stop(self) {
         self.broker.stop().await;
     }
+}
+
+/// A record of a dead-letter topic.
+#[derive(Debug)]
+struct Letter {
+    key: Option<String>,
+    value: Vec<u8>,
+    headers: std::collections::BTreeMap<String, String>,
 }
 
 fn json_record(key: &str) -> (String, Vec<u8>) {
@@ -182,80 +242,132 @@ fn around(bad: (String, Vec<u8>)) -> Vec<(String, Vec<u8>)> {
     records
 }
 
-/// Asserts the target got a0..a4 exactly once each and nothing else.
-fn assert_only_the_records_before(target: &FakeTarget) {
+/// Asserts the target got every record around the bad one (a0..a4,
+/// b0..b4) exactly once each, in order, and nothing else.
+fn assert_everything_but_the_bad_one(target: &FakeTarget) {
     let delivered = target.delivered();
     assert_eq!(
         delivered,
-        ["a0", "a1", "a2", "a3", "a4"],
-        "the records before the bad one, each once; none after it"
+        ["a0", "a1", "a2", "a3", "a4", "b0", "b1", "b2", "b3", "b4"],
+        "the records around the bad one, each once, in order"
     );
 }
 
+/// Waits until the target has `n` deliveries.
+async fn wait_delivered(target: &FakeTarget, n: usize, ferry: &FerryProcess) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while target.delivered().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{}",
+            target.seen(),
+            ferry.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks the one dead letter of `s`'s sink: key, value, and why.
+fn assert_one_dead_letter(
+    s: &Setup,
+    key: &str,
+    value: &[u8],
+    class: &str,
+    status: Option<&str>,
+    says: &str,
+) {
+    let letters = s.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let l = &letters[0];
+    assert_eq!(l.key.as_deref(), Some(key));
+    assert_eq!(l.value, value, "the original value, byte for byte");
+    let h = |k: &str| l.headers.get(k).map(String::as_str);
+    assert_eq!(h("ferry-dlq-error-class"), Some(class), "{l:?}");
+    assert_eq!(h("ferry-dlq-error-status"), status, "{l:?}");
+    assert_eq!(h("ferry-dlq-connector"), Some("sink"));
+    assert_eq!(h("ferry-dlq-source-topic"), Some(s.topic.as_str()));
+    assert_eq!(h("ferry-dlq-source-partition"), Some("0"));
+    assert_eq!(h("ferry-dlq-source-offset"), Some("5"));
+    assert!(h("ferry-correlation-id").is_some_and(|c| !c.is_empty()));
+    assert!(
+        h("ferry-dlq-error-message").is_some_and(|m| m.contains(says)),
+        "the message says why ({says}): {l:?}"
+    );
+    let first: i64 = h("ferry-dlq-first-failure-ms")
+        .and_then(|v| v.parse().ok())
+        .expect("first failure time");
+    let last: i64 = h("ferry-dlq-last-failure-ms")
+        .and_then(|v| v.parse().ok())
+        .expect("last failure time");
+    assert!(first > 1_700_000_000_000 && last >= first, "{l:?}");
+    assert!(h("ferry-dlq-attempts").is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_record_stops_the_sink_in_failed_after_committing_what_came_before() {
+async fn an_undecodable_record_is_dead_lettered_and_the_records_behind_it_are_delivered() {
     let s = Setup::new("faults.undecodable").await;
     // Confluent framing with a schema id the registry does not know.
-    let bad = ("bad".to_owned(), vec![0, 0, 0, 0x27, 0x0f, 2, 4, 6]);
-    s.produce(&around(bad)).await;
+    let bad_value = vec![0, 0, 0, 0x27, 0x0f, 2, 4, 6];
+    s.produce(&around(("bad".to_owned(), bad_value.clone())))
+        .await;
     let target = FakeTarget::start().await;
     let config = s.config(&format!("    url: {}/ok/{{{{ key }}}}\n", target.url()), "");
     let mut ferry = s.run(&config);
-    let status = s.wait_state("FAILED", &ferry).await;
-    let reason = status["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("faults.undecodable/0@5") && reason.contains("9999"),
-        "the reason names the record and the unknown schema id: {status}"
-    );
-    // It stays FAILED: no restart loop, no rewrites.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_delivered(&target, 10, &ferry).await;
+    wait_committed(&s, 11).await;
+    assert_everything_but_the_bad_one(&target);
+    assert_one_dead_letter(&s, "bad", &bad_value, "decode", None, "9999");
     let status = s.status();
-    assert_eq!(status["state"], "FAILED", "{status}");
-    assert_eq!(status["restarts"], 0, "no restart loop: {status}");
-    assert_only_the_records_before(&target);
+    assert_eq!(status["state"], "RUNNING", "{status}");
+    assert_eq!(status["restarts"], 0, "{status}");
     assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
-    assert_eq!(
-        s.committed(),
-        Some(5),
-        "committed up to the bad record: a restart resumes at it"
-    );
 
-    // A restart resumes at the bad record and stops there again: still
-    // nothing written twice, nothing after it written.
+    // A restart repeats nothing: the dead letter counted as handled.
     let mut again = s.run(&config);
-    s.wait_state("FAILED", &again).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_only_the_records_before(&target);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_everything_but_the_bad_one(&target);
+    assert_eq!(s.dead_letters().len(), 1, "not dead-lettered twice");
     assert_eq!(again.interrupt(Duration::from_secs(60)), Some(0));
     target.stop().await;
     s.stop().await;
 }
 
+/// Waits until the sink's group has committed `offset` on partition 0.
+async fn wait_committed(s: &Setup, offset: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.committed() != Some(offset) {
+        assert!(
+            Instant::now() < deadline,
+            "committed {:?}, expected {offset}",
+            s.committed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_the_target_refuses_for_good_stops_the_sink_without_rewrites() {
+async fn a_record_the_target_refuses_for_good_is_dead_lettered_once_and_the_rest_flows() {
     let s = Setup::new("faults.refused").await;
-    s.produce(&around(json_record("poison"))).await;
+    let poison = json_record("poison");
+    s.produce(&around(poison.clone())).await;
     let target = FakeTarget::start().await;
     target.refuse("poison");
     let config = s.config(&format!("    url: {}/ok/{{{{ key }}}}\n", target.url()), "");
     let mut ferry = s.run(&config);
-    let status = s.wait_state("FAILED", &ferry).await;
-    let reason = status["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("faults.refused/0@5") && reason.contains("HTTP 400"),
-        "{status}"
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(s.status()["restarts"], 0);
-    assert_only_the_records_before(&target);
+    wait_delivered(&target, 10, &ferry).await;
+    wait_committed(&s, 11).await;
+    assert_everything_but_the_bad_one(&target);
+    assert_one_dead_letter(&s, "poison", &poison.1, "rejected", Some("400"), "HTTP 400");
     let poison_attempts = target
         .seen()
         .iter()
         .filter(|r| r.path == "/ok/poison")
         .count();
     assert_eq!(poison_attempts, 1, "a 400 is not retried");
+    let status = s.status();
+    assert_eq!(status["state"], "RUNNING", "{status}");
+    assert_eq!(status["restarts"], 0, "{status}");
     assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
-    assert_eq!(s.committed(), Some(5));
     target.stop().await;
     s.stop().await;
 }
@@ -271,32 +383,31 @@ async fn a_redirecting_target_is_a_failure_not_a_delivery() {
         "",
     );
     let mut ferry = s.run(&config);
-    let status = s.wait_state("FAILED", &ferry).await;
-    let reason = status["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("faults.redirect/0@0")
-            && reason.contains("HTTP 302")
-            && reason.contains("/elsewhere/r0"),
-        "{status}"
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_committed(&s, 20).await;
     let seen = target.seen();
     assert!(
         seen.iter().all(|r| r.path.starts_with("/redirect/")),
         "the redirect was not followed (a bodyless GET would have counted as delivered): {seen:?}"
     );
-    assert_eq!(seen.len(), 1, "one attempt, not retried: {seen:?}");
+    assert_eq!(seen.len(), 20, "one attempt each, not retried: {seen:?}");
+    assert!(target.delivered().is_empty());
+    let letters = s.dead_letters();
+    assert_eq!(letters.len(), 20, "every record is a dead letter");
+    for (i, l) in letters.iter().enumerate() {
+        assert_eq!(l.key.as_deref(), Some(format!("r{i}").as_str()));
+        assert_eq!(
+            l.headers.get("ferry-dlq-error-status").map(String::as_str),
+            Some("302")
+        );
+        assert!(l.headers["ferry-dlq-error-message"].contains("/elsewhere/"));
+    }
     assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
-    assert_eq!(
-        s.committed(),
-        None,
-        "nothing was delivered, nothing committed"
-    );
 
-    // Opted in, a 307 (which keeps the method and body) is followed.
+    // Opted in, a 307 (which keeps the method and body) is followed (a
+    // new group, so the records are read again).
     let config = s.config(
         &format!(
-            "    url: {}/r307/{{{{ key }}}}\n    follow_redirects: true\n",
+            "    url: {}/r307/{{{{ key }}}}\n    follow_redirects: true\n    group_id: again\n",
             target.url()
         ),
         "",

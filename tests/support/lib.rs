@@ -9,6 +9,7 @@
 //!   broker, standing in for an external registry (Confluent, Karapace).
 //! - [`http_get`]: a minimal HTTP/1.0 GET, so the harness needs no HTTP client.
 
+pub mod chaos;
 pub mod process;
 pub use process::Finished;
 pub mod python;

@@ -103,6 +103,7 @@ impl Authenticator {
                 token_url,
                 status,
                 &body,
+                status == 408 || status == 429 || status >= 500,
             ));
         }
         let answer: TokenAnswer = serde_json::from_str(&body).map_err(|e| {

@@ -1,7 +1,11 @@
-//! What HTTP connectors share: authentication and the error mapping from a
-//! response or a transport failure to a classified `ConnectorError`.
+//! What HTTP connectors share: authentication, one attempt of a call as the
+//! resilience stack sees it ([`Reply`], [`attempt`]), and the error mapping
+//! from an answer or a transport failure to a classified `ConnectorError`.
 
 pub mod auth;
+
+use ferry::resilience::Answer;
+use reqwest::header::HeaderMap;
 
 use ferry::error::ConnectorError;
 use ferry::telemetry::redact;
@@ -36,23 +40,102 @@ pub fn transport_error(what: &str, url: &str, e: &reqwest::Error) -> ConnectorEr
     ))
 }
 
-/// A non-2xx answer: retryable for 408, 429 and 5xx; otherwise the request
-/// itself is wrong. The answer's body is kept, scrubbed and cut to 200
-/// characters, because it usually says what is wrong.
-pub fn status_error(what: &str, url: &str, status: u16, body: &str) -> ConnectorError {
+/// A non-2xx answer: retryable when `retryable` (the connector's
+/// `retry.retry_on`), otherwise the request itself is wrong. The answer's
+/// body is kept, scrubbed and cut to 200 characters, because it usually
+/// says what is wrong.
+pub fn status_error(
+    what: &str,
+    url: &str,
+    status: u16,
+    body: &str,
+    retryable: bool,
+) -> ConnectorError {
     let excerpt: String = redact::scrub(body).chars().take(200).collect();
-    ConnectorError::http_status(
+    let mut e = ConnectorError::http_status(
         status,
         format!("{what} {}: HTTP {status}: {excerpt}", redact::url(url)),
-    )
+    );
+    if retryable {
+        e.retry = ferry::error::Retry::WithBackoff;
+        e.domain = ferry::error::Domain::External;
+    } else {
+        e.retry = ferry::error::Retry::No;
+        e.domain = ferry::error::Domain::User;
+    }
+    e
 }
 
-/// Where a redirect answer points (`nowhere` without a `Location`).
-pub fn location(resp: &reqwest::Response) -> &str {
-    resp.headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("nowhere")
+/// An answer, read within the attempt (so the per-attempt timeout covers
+/// a slow body too).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// Where the answer came from (after redirects).
+    pub url: String,
+    /// The body: all of it for a 2xx when asked for, else an excerpt of an
+    /// error answer.
+    pub body: Vec<u8>,
+}
+
+impl Answer for Reply {
+    fn status(&self) -> u16 {
+        self.status
+    }
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+}
+
+impl Reply {
+    /// `Location`, or `nowhere`.
+    pub fn location(&self) -> &str {
+        self.headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nowhere")
+    }
+
+    /// The body as text (lossy), for error messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One attempt: sends a copy of `request` and reads the answer: a 2xx body
+/// in full up to `body_limit` (`None`: not read), any other body up to 4 KiB.
+pub async fn attempt(
+    client: &reqwest::Client,
+    request: &reqwest::Request,
+    body_limit: Option<usize>,
+    what: &str,
+) -> Result<Reply, ConnectorError> {
+    let url = request.url().to_string();
+    let copy = request.try_clone().ok_or_else(|| {
+        ConnectorError::internal(format!(
+            "{what} {}: the request cannot be repeated",
+            redact::url(&url)
+        ))
+    })?;
+    let resp = client
+        .execute(copy)
+        .await
+        .map_err(|e| transport_error(what, &url, &e))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let final_url = resp.url().to_string();
+    let body = match body_limit {
+        Some(limit) if (200..300).contains(&status) => read_capped(resp, limit, what, &url).await?,
+        None if (200..300).contains(&status) => Vec::new(),
+        _ => error_excerpt(resp, 4096).await.into_bytes(),
+    };
+    Ok(Reply {
+        status,
+        headers,
+        url: final_url,
+        body,
+    })
 }
 
 /// Reads a response body, refusing one larger than `limit` bytes (a
@@ -132,4 +215,21 @@ where
             ))),
         })
         .collect()
+}
+
+#[cfg(test)]
+pub mod tests_support {
+    use ferry::resilience::{Outbound, ResilienceConfig};
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    /// A stack that retries once, at once: connector tests see failures
+    /// as they happen (the stack's own behaviour is tested in `ferry`).
+    pub fn quick_outbound() -> Outbound {
+        let mut cfg = ResilienceConfig::default();
+        cfg.retry.max_attempts = NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN);
+        cfg.retry.initial_backoff = Duration::from_millis(1);
+        cfg.retry.max_backoff = Duration::from_millis(5);
+        Outbound::new("test", &cfg)
+    }
 }

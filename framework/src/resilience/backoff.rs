@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-/// A backoff schedule. `next_delay` grows `initial * 2^n` up to `max`, each
-/// delay drawn uniformly from `[cap / 2, cap]` (half jitter keeps a floor,
-/// so a retry never fires immediately after a failure).
+/// A backoff schedule. `next_delay` grows the cap `initial * 2^n` up to
+/// `max`, and draws each delay uniformly from `[0, cap]`: full jitter, which
+/// spreads retrying clients the most (a caller that must not retry at once,
+/// such as a `Retry-After` window, waits for that on top).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
@@ -33,14 +34,11 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let cap = self.cap();
         self.attempt = self.attempt.saturating_add(1);
-        let half = cap / 2;
-        let spread = u64::try_from((cap - half).as_millis()).unwrap_or(u64::MAX);
-        let jitter = if spread == 0 {
-            0
-        } else {
-            u64::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(spread + 1)).unwrap_or(0)
-        };
-        half + Duration::from_millis(jitter)
+        let spread = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
+        let jitter =
+            u64::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(spread.saturating_add(1)))
+                .unwrap_or(0);
+        Duration::from_micros(jitter)
     }
 
     /// Attempts so far.
@@ -59,20 +57,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delays_grow_to_the_cap_with_jitter_below_it() {
+    fn caps_grow_to_the_max_and_delays_stay_below_them() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let caps = [100, 200, 400, 800, 1600, 2000, 2000];
         for cap in caps {
             let cap = Duration::from_millis(cap);
+            assert_eq!(b.cap(), cap);
             let d = b.next_delay();
-            assert!(
-                d >= cap / 2 && d <= cap,
-                "{d:?} within [{:?}, {cap:?}]",
-                cap / 2
-            );
+            assert!(d <= cap, "{d:?} within [0, {cap:?}]");
         }
         b.reset();
         assert_eq!(b.cap(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn full_jitter_spreads_delays_over_the_whole_range() {
+        // 2000 draws from [0, 1s]: both the lowest and the highest tenth
+        // are hit (half jitter would never go below 500 ms).
+        let (mut low, mut high) = (0, 0);
+        for _ in 0..2000 {
+            let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
+            let d = b.next_delay();
+            low += usize::from(d < Duration::from_millis(100));
+            high += usize::from(d > Duration::from_millis(900));
+        }
+        assert!(low > 50 && high > 50, "low {low}, high {high}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub enum Planned {
     },
     /// A sink consuming per `settings`.
     Sink {
-        settings: SinkSettings,
+        settings: Box<SinkSettings>,
         make: SinkFactory,
     },
 }

@@ -10,3 +10,42 @@ pub const SCHEMA_SUBJECT: &str = "ferry-schema-subject";
 pub const SCHEMA_VERSION: &str = "ferry-schema-version";
 /// The media type of what the source received.
 pub const CONTENT_TYPE: &str = "content-type";
+
+/// Headers of a dead letter (a record a sink could not deliver), beside the
+/// record's own headers. Times are Unix epoch milliseconds.
+pub mod dead_letter {
+    /// `decode` (the value cannot be decoded), `rejected` (the target
+    /// refused it for good), `retries_exhausted` (`ordering: relaxed`, past
+    /// `retry.max_elapsed`).
+    pub const ERROR_CLASS: &str = "ferry-dlq-error-class";
+    /// The HTTP status of the last failure, when there was one.
+    pub const ERROR_STATUS: &str = "ferry-dlq-error-status";
+    /// The last failure's message, redacted.
+    pub const ERROR_MESSAGE: &str = "ferry-dlq-error-message";
+    /// Attempts made to deliver the record.
+    pub const ATTEMPTS: &str = "ferry-dlq-attempts";
+    pub const FIRST_FAILURE_MS: &str = "ferry-dlq-first-failure-ms";
+    pub const LAST_FAILURE_MS: &str = "ferry-dlq-last-failure-ms";
+    /// The sink connector that gave up on it.
+    pub const CONNECTOR: &str = "ferry-dlq-connector";
+    pub const SOURCE_TOPIC: &str = "ferry-dlq-source-topic";
+    pub const SOURCE_PARTITION: &str = "ferry-dlq-source-partition";
+    pub const SOURCE_OFFSET: &str = "ferry-dlq-source-offset";
+    /// How many times `ferry dlq replay` has put it back already.
+    pub const REPLAYS: &str = "ferry-dlq-replays";
+
+    /// Every header above: a dead letter that goes back to the DLQ again
+    /// carries fresh ones, not both.
+    pub const ALL: &[&str] = &[
+        ERROR_CLASS,
+        ERROR_STATUS,
+        ERROR_MESSAGE,
+        ATTEMPTS,
+        FIRST_FAILURE_MS,
+        LAST_FAILURE_MS,
+        CONNECTOR,
+        SOURCE_TOPIC,
+        SOURCE_PARTITION,
+        SOURCE_OFFSET,
+    ];
+}

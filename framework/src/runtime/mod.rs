@@ -5,6 +5,7 @@
 //! ([`supervisor`]).
 
 pub mod connectors;
+pub mod dead_letter;
 pub mod headers;
 pub mod offsets;
 pub mod process;

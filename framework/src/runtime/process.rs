@@ -9,7 +9,7 @@
 //! broker last, so every client has flushed before the broker goes away.
 
 use crate::admin::{self, AdminBindError, AdminState};
-use crate::config::FerryConfig;
+use crate::config::{FerryConfig, TopicSpec};
 use crate::kafka::{KafkaAdmin, KafkaConfig, KafkaHealth, KafkaLayerError, KafkaProducer};
 use crate::runtime::connectors::Planned;
 use crate::runtime::offsets::{OffsetStore, OffsetsError};
@@ -405,7 +405,12 @@ impl Running {
                     );
                     self.connector_tasks.push(task);
                 }
-                Planned::Sink { settings, make } => {
+                Planned::Sink { mut settings, make } => {
+                    let dead_letters = self.dead_letter_topic(&name, &settings).await?;
+                    // The sink also delivers what `ferry dlq replay` puts back.
+                    settings
+                        .topics
+                        .push(super::dead_letter::replay_topic(dead_letters.topic()));
                     let (kafka, bootstrap, codecs, shutdown) = (
                         self.kafka.clone(),
                         self.endpoints.kafka.clone(),
@@ -429,6 +434,7 @@ impl Running {
                                 shutdown.clone(),
                                 task_name.clone(),
                             );
+                            let dead_letters = dead_letters.clone();
                             async move {
                                 super::sink_task::run(
                                     &name,
@@ -441,6 +447,7 @@ impl Running {
                                         shutdown: &shutdown,
                                         handle: &handle,
                                         stop_budget,
+                                        dead_letters: &dead_letters,
                                     },
                                 )
                                 .await
@@ -456,6 +463,43 @@ impl Running {
 }
 
 impl Running {
+    /// Creates sink `name`'s dead-letter topic and its replay topic unless
+    /// they exist: as many partitions as the (first) topic it consumes, not
+    /// compacted.
+    async fn dead_letter_topic(
+        &self,
+        name: &str,
+        settings: &super::SinkSettings,
+    ) -> Result<super::dead_letter::DeadLetters, StartError> {
+        let topic = settings.resilience.dead_letter_topic(name);
+        let partitions = match settings.topics.first() {
+            Some(source) => match self.admin_client.describe(source).await {
+                Ok(d) => u32::try_from(d.partitions.len()).unwrap_or(1),
+                Err(_) => 1,
+            },
+            None => 1,
+        };
+        let spec = TopicSpec {
+            name: topic.clone(),
+            partitions: std::num::NonZeroU32::new(partitions).unwrap_or(std::num::NonZeroU32::MIN),
+            replication_factor: None,
+            config: std::collections::BTreeMap::new(),
+            value_schema: None,
+            key_schema: None,
+        };
+        self.admin_client.ensure_topic(&spec).await?;
+        let replay = TopicSpec {
+            name: super::dead_letter::replay_topic(&topic),
+            ..spec
+        };
+        self.admin_client.ensure_topic(&replay).await?;
+        Ok(super::dead_letter::DeadLetters::new(
+            self.producer.clone(),
+            &topic,
+            name,
+        ))
+    }
+
     /// The token connectors' tasks watch.
     pub fn shutdown_token(&self) -> Shutdown {
         self.shutdown.clone()

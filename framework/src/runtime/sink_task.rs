@@ -13,13 +13,16 @@
 //! a crash repeats at most the batch in the sink and the one before it.
 //!
 //! **Failures.** A write that fails in a way that may pass (a 503, a
-//! timeout) is retried with backoff, only for the records not yet written.
-//! A record that fails for good (a 400, a value that cannot be decoded)
-//! stops the connector in FAILED with the record's topic/partition/offset
-//! and the reason: what was written before it is committed, nothing is
-//! rewritten, nothing after it is written, and the supervisor does not
-//! restart it (the resilience layer's dead-letter topic takes such records
-//! instead).
+//! timeout) is retried with backoff (`retry.initial_backoff` to
+//! `retry.max_backoff`), only for the records not yet written. With
+//! `ordering: strict` (the default) that goes on until the target recovers:
+//! the partition waits, nothing is dropped, key order holds. With
+//! `ordering: relaxed`, a record still failing `retry.max_elapsed` after its
+//! first failure goes to the dead-letter topic and its partition flows on.
+//! A record that fails for good (a 3xx or 4xx, a value that cannot be
+//! decoded) goes to the dead-letter topic at once ([`super::dead_letter`]),
+//! and the sink goes on with the next record. A dead letter counts as
+//! written only once Kafka has acknowledged it.
 //!
 //! **Rebalances.** The consumer is coordinated (`kafka::consumer`): when
 //! partitions are revoked, their buffered records are dropped unwritten,
@@ -45,6 +48,7 @@
 //! can never land after a newer attempt's.
 
 use super::connectors::SinkFactory;
+use super::dead_letter::{now_ms, Class, DeadLetters, Failure};
 use super::headers;
 use super::source_task::Exit;
 use super::supervisor::TaskHandle;
@@ -53,7 +57,7 @@ use crate::error::ConnectorError;
 use crate::kafka::{
     KafkaConfig, KafkaConsumer, KafkaLayerError, Rebalance, Received, TopicPartition,
 };
-use crate::resilience::Backoff;
+use crate::resilience::{Backoff, Ordering, ResilienceConfig};
 use crate::schema::json::to_json;
 use crate::schema::registry::Codecs;
 use crate::schema::MAGIC_BYTE;
@@ -87,6 +91,8 @@ pub struct SinkSettings {
     /// or its partitions are revoked, before it is abandoned (capped by the
     /// process's shutdown budget).
     pub drain_within: Duration,
+    /// Retry backoff, ordering and dead-letter settings.
+    pub resilience: ResilienceConfig,
 }
 
 /// How long the in-flight bound must hold before partitions are paused.
@@ -103,42 +109,50 @@ pub(crate) struct SinkEnv<'a> {
     pub handle: &'a TaskHandle,
     /// The most the task may take to drain once Ferry stops.
     pub stop_budget: Duration,
+    /// Where records that cannot be delivered go.
+    pub dead_letters: &'a DeadLetters,
 }
 
-/// A consumed record, or one that cannot be handed to a sink.
+/// A consumed record, or one that cannot be handed to a sink (its value
+/// is `null`; `raw` keeps the bytes for the dead letter).
 enum Entry {
     Record(SinkRecord),
     Undecodable {
-        partition: TopicPartition,
-        at: String,
+        record: SinkRecord,
         error: ConnectorError,
     },
 }
 
 impl Entry {
+    fn record(&self) -> &SinkRecord {
+        match self {
+            Self::Record(r) | Self::Undecodable { record: r, .. } => r,
+        }
+    }
+
     fn in_partitions(&self, partitions: &[TopicPartition]) -> bool {
-        partitions.iter().any(|(t, p)| match self {
-            Self::Record(r) => &r.topic == t && r.partition == *p,
-            Self::Undecodable { partition, .. } => &partition.0 == t && partition.1 == *p,
-        })
+        let r = self.record();
+        partitions
+            .iter()
+            .any(|(t, p)| &r.topic == t && r.partition == *p)
     }
 
     fn size(&self) -> usize {
-        match self {
-            Self::Record(r) => r.size(),
-            Self::Undecodable { .. } => 128,
-        }
+        self.record().size()
     }
 }
 
-/// What became of a batch handed to the sink.
+/// What became of a batch handed to the sink (a record sent to the
+/// dead-letter topic counts as written).
 struct Written {
     sink: BoxedSink,
     batch: Vec<SinkRecord>,
     written: Vec<bool>,
-    /// The first record that failed for good, and why.
-    permanent: Option<(usize, ConnectorError)>,
 }
+
+/// Sends a record to the dead-letter topic; resolves once Kafka has it.
+pub(crate) type DeadLetterFn =
+    std::sync::Arc<dyn Fn(SinkRecord, Failure) -> BoxFuture<'static, ()> + Send + Sync>;
 
 type Writing = BoxFuture<'static, Written>;
 
@@ -159,8 +173,14 @@ pub(crate) async fn run(
     let consumer =
         KafkaConsumer::subscribe_coordinated(env.kafka, env.bootstrap, &settings.group_id, &topics)
             .map_err(|e| ConnectorError::external(e.to_string()))?;
+    let letters = env.dead_letters.clone();
+    let dead_letter: DeadLetterFn = std::sync::Arc::new(move |record, failure| {
+        let letters = letters.clone();
+        async move { letters.send(&record, &failure).await }.boxed()
+    });
     let mut task = SinkTask {
         writing: None,
+        dead_letter,
         name,
         make,
         settings,
@@ -249,6 +269,7 @@ struct SinkTask<'a> {
     /// First, so it is dropped first: an attempt aborted mid-write stops
     /// writing before its consumer leaves the group.
     writing: Option<Writing>,
+    dead_letter: DeadLetterFn,
     name: &'a str,
     /// Builds a fresh sink when a write is abandoned (it owned the old one).
     make: &'a SinkFactory,
@@ -324,10 +345,6 @@ impl SinkTask<'_> {
                 && self.commits.len() <= 1
                 && !self.consumer.assignment_lost();
             if self.writing.is_none() {
-                if let Some(Entry::Undecodable { at, error, .. }) = self.buffer.front() {
-                    // Everything before it is written: stop here, for good.
-                    return Err(permanent_failure(name, at, error));
-                }
                 if stopping.is_some() {
                     return Ok(Exit::Stopped);
                 }
@@ -465,15 +482,50 @@ impl SinkTask<'_> {
             && (self.buffer.len() >= s.batch_max_records
                 || self.buffered_bytes >= s.batch_max_bytes
                 || self.oldest.is_some_and(|t| t.elapsed() >= s.batch_max_wait)
+                || matches!(self.buffer.front(), Some(Entry::Undecodable { .. }))
                 || matches!(self.buffer.back(), Some(Entry::Undecodable { .. })))
     }
 
     /// Moves the records at the head of the buffer (up to an undecodable
-    /// one) into a write.
+    /// one) into a write; an undecodable record at the head goes to the
+    /// dead-letter topic instead, in its turn.
     fn hand_over_batch(&mut self) {
         let Some(sink) = self.sink.take() else {
             return;
         };
+        if matches!(self.buffer.front(), Some(Entry::Undecodable { .. })) {
+            if let Some(Entry::Undecodable { record, error }) = self.buffer.pop_front() {
+                let size = record.size();
+                self.buffered_bytes = self.buffered_bytes.saturating_sub(size);
+                if self.buffer.is_empty() {
+                    self.oldest = None;
+                }
+                let partitions =
+                    BTreeMap::from([((record.topic.clone(), record.partition), record.offset)]);
+                self.in_sink = Some((1, size, partitions));
+                let dead_letter = std::sync::Arc::clone(&self.dead_letter);
+                self.writing = Some(
+                    async move {
+                        let now = now_ms();
+                        let failure = Failure {
+                            class: Class::Decode,
+                            error,
+                            attempts: 0,
+                            first_ms: now,
+                            last_ms: now,
+                        };
+                        dead_letter(record.clone(), failure).await;
+                        Written {
+                            sink,
+                            batch: vec![record],
+                            written: vec![true],
+                        }
+                    }
+                    .boxed(),
+                );
+            }
+            return;
+        }
         let s = self.settings;
         let mut batch = Vec::new();
         let mut bytes = 0;
@@ -504,17 +556,25 @@ impl SinkTask<'_> {
             return;
         }
         self.in_sink = Some((batch.len(), bytes, partitions));
-        self.writing = Some(write_with_retry(self.name.to_owned(), sink, batch).boxed());
+        self.writing = Some(
+            write_with_retry(
+                self.name.to_owned(),
+                sink,
+                batch,
+                std::sync::Arc::clone(&self.dead_letter),
+                s.resilience.clone(),
+            )
+            .boxed(),
+        );
     }
 
-    /// A write finished: store what it wrote, then stop on a permanent
-    /// failure or finish a revocation that waited for it.
+    /// A write finished: store what it wrote, then finish a revocation
+    /// that waited for it.
     async fn written(&mut self, done: Written) -> Result<(), ConnectorError> {
         let Written {
             sink,
             batch,
             written,
-            permanent,
         } = done;
         self.sink = Some(sink);
         self.in_sink = None;
@@ -545,10 +605,6 @@ impl SinkTask<'_> {
         }
         self.commits
             .push_back(self.consumer.commit_in_background(Duration::ZERO));
-        if let Some((i, error)) = permanent {
-            let at = batch.get(i).map_or_else(String::new, SinkRecord::at);
-            return Err(permanent_failure(self.name, &at, &error));
-        }
         if let Some(r) = self.revoking.take() {
             self.release(&r.partitions).await?;
         }
@@ -726,26 +782,26 @@ impl SinkTask<'_> {
     }
 }
 
-/// The connector's final error for a record that failed for good.
-fn permanent_failure(name: &str, at: &str, error: &ConnectorError) -> ConnectorError {
-    metrics::counter!(m::SINK_ERRORS_TOTAL, "connector" => name.to_owned(), "stage" => "sending")
-        .increment(1);
-    ConnectorError {
-        message: format!(
-            "connector `{name}`: record {at} failed for good: {}; the connector stops here (records before it are committed)",
-            error.message
-        ),
-        ..error.clone()
-    }
-}
-
 /// Writes `batch`, retrying with backoff the records not yet written while
-/// the failures may pass; stops at the first permanent failure.
-async fn write_with_retry(name: String, mut sink: BoxedSink, batch: Vec<SinkRecord>) -> Written {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+/// their failures may pass. A record that fails for good, or (`ordering:
+/// relaxed`) still fails `retry.max_elapsed` after its first failure, goes
+/// to the dead-letter topic and counts as written.
+async fn write_with_retry(
+    name: String,
+    mut sink: BoxedSink,
+    batch: Vec<SinkRecord>,
+    dead_letter: DeadLetterFn,
+    policy: ResilienceConfig,
+) -> Written {
+    let mut backoff = Backoff::new(policy.retry.initial_backoff, policy.retry.max_backoff);
     let mut written = vec![false; batch.len()];
+    let mut dead = vec![false; batch.len()];
+    // Per record: failed attempts, first failure (epoch ms, instant).
+    let mut failures: Vec<Option<(u32, i64, Instant)>> = vec![None; batch.len()];
     loop {
-        let pending: Vec<usize> = (0..batch.len()).filter(|i| !written[*i]).collect();
+        let pending: Vec<usize> = (0..batch.len())
+            .filter(|i| !written[*i] && !dead[*i])
+            .collect();
         if pending.is_empty() {
             break;
         }
@@ -767,35 +823,60 @@ async fn write_with_retry(name: String, mut sink: BoxedSink, batch: Vec<SinkReco
         metrics::counter!(m::SINK_ERRORS_TOTAL, "connector" => name.clone(), "stage" => "sending")
             .increment(1);
         let mut first_error: Option<(usize, ConnectorError)> = None;
+        let mut give_up: Vec<(usize, Class, ConnectorError)> = Vec::new();
         for (i, outcome) in pending.iter().zip(failure.into_outcomes(pending.len())) {
             match outcome {
                 RecordOutcome::Written => written[*i] = true,
                 RecordOutcome::Failed(e) => {
+                    let now = Instant::now();
+                    let f = failures[*i].get_or_insert((0, now_ms(), now));
+                    f.0 += 1;
                     if !e.is_retryable() {
-                        return Written {
-                            sink,
-                            batch,
-                            written,
-                            permanent: Some((*i, e)),
-                        };
+                        give_up.push((*i, Class::Rejected, e));
+                    } else if policy.ordering == Ordering::Relaxed
+                        && now.duration_since(f.2) >= policy.retry.max_elapsed
+                    {
+                        give_up.push((*i, Class::RetriesExhausted, e));
+                    } else {
+                        first_error.get_or_insert((*i, e));
                     }
-                    first_error.get_or_insert((*i, e));
                 }
                 RecordOutcome::NotAttempted => {}
             }
+        }
+        let gave_up = !give_up.is_empty();
+        for (i, class, error) in give_up {
+            let (attempts, first_ms, _) = failures[i].unwrap_or((1, now_ms(), Instant::now()));
+            let failure = Failure {
+                class,
+                error,
+                attempts,
+                first_ms,
+                last_ms: now_ms(),
+            };
+            dead_letter(batch[i].clone(), failure).await;
+            dead[i] = true;
         }
         // A record after an unwritten one of its partition counts as
         // unwritten too, even if a bulk write applied it: writing the
         // earlier one alone now would put an older record after a newer
         // one. Rewriting both keeps the order (a repeat, not a reorder).
+        // Dead letters are out of the target's way and stay done.
         let mut gap: BTreeSet<(&str, i32)> = BTreeSet::new();
         for (i, r) in batch.iter().enumerate() {
             let tp = (r.topic.as_str(), r.partition);
+            if dead[i] {
+                continue;
+            }
             if gap.contains(&tp) {
                 written[i] = false;
             } else if !written[i] {
                 gap.insert(tp);
             }
+        }
+        if first_error.is_none() && gave_up {
+            // Only dead letters: go on with the rest at once.
+            continue;
         }
         let wait = backoff.next_delay();
         match &first_error {
@@ -808,11 +889,13 @@ async fn write_with_retry(name: String, mut sink: BoxedSink, batch: Vec<SinkReco
         }
         tokio::time::sleep(wait).await;
     }
+    for (w, d) in written.iter_mut().zip(&dead) {
+        *w |= *d;
+    }
     Written {
         sink,
         batch,
         written,
-        permanent: None,
     }
 }
 
@@ -833,7 +916,23 @@ async fn decode(codecs: &Codecs, msg: &BorrowedMessage<'_>) -> Result<Entry, Con
         .find(|(k, _)| k == headers::CORRELATION_ID)
         .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let value = match msg.payload() {
+    let key = msg.key().map(|k| match std::str::from_utf8(k) {
+        Ok(s) => s.to_owned(),
+        Err(_) => base64::engine::general_purpose::STANDARD.encode(k),
+    });
+    let mut record = SinkRecord {
+        topic: msg.topic().to_owned(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        timestamp: msg.timestamp().to_millis(),
+        key,
+        raw_key: msg.key().map(<[u8]>::to_vec),
+        value: serde_json::Value::Null,
+        raw: msg.payload().map(<[u8]>::to_vec),
+        headers,
+        correlation_id,
+    };
+    record.value = match msg.payload() {
         None => serde_json::Value::Null,
         Some(b) if b.len() >= 5 && b[0] == MAGIC_BYTE => match codecs.decode(b).await {
             Ok((codec, v)) => to_json(codec.schema(), &v),
@@ -842,9 +941,10 @@ async fn decode(codecs: &Codecs, msg: &BorrowedMessage<'_>) -> Result<Entry, Con
             }
             Err(e) => {
                 return Ok(Entry::Undecodable {
-                    partition: (msg.topic().to_owned(), msg.partition()),
-                    error: ConnectorError::user(format!("cannot decode the value: {e}")),
-                    at,
+                    record,
+                    error: ConnectorError::user(format!(
+                        "record {at}: cannot decode the value: {e}"
+                    )),
                 })
             }
         },
@@ -856,21 +956,7 @@ async fn decode(codecs: &Codecs, msg: &BorrowedMessage<'_>) -> Result<Entry, Con
             }
         },
     };
-    let key = msg.key().map(|k| match std::str::from_utf8(k) {
-        Ok(s) => s.to_owned(),
-        Err(_) => base64::engine::general_purpose::STANDARD.encode(k),
-    });
-    Ok(Entry::Record(SinkRecord {
-        topic: msg.topic().to_owned(),
-        partition: msg.partition(),
-        offset: msg.offset(),
-        timestamp: msg.timestamp().to_millis(),
-        key,
-        value,
-        raw: msg.payload().map(<[u8]>::to_vec),
-        headers,
-        correlation_id,
-    }))
+    Ok(Entry::Record(record))
 }
 
 #[cfg(test)]
@@ -886,11 +972,39 @@ mod tests {
             offset,
             timestamp: None,
             key: None,
+            raw_key: None,
             value: serde_json::Value::Null,
             raw: None,
             headers: Vec::new(),
             correlation_id: String::new(),
         }
+    }
+
+    type Letters = Arc<Mutex<Vec<(i64, Class, u32)>>>;
+
+    /// A dead-letter topic that remembers `(offset, class, attempts)`.
+    fn letters() -> (DeadLetterFn, Letters) {
+        let seen: Letters = Arc::default();
+        let keep = Arc::clone(&seen);
+        let f: DeadLetterFn = Arc::new(move |r, failure| {
+            keep.lock()
+                .expect("lock")
+                .push((r.offset, failure.class, failure.attempts));
+            async {}.boxed()
+        });
+        (f, seen)
+    }
+
+    fn write(
+        sink: Scripted,
+        batch: Vec<SinkRecord>,
+        policy: ResilienceConfig,
+    ) -> (impl std::future::Future<Output = Written>, Letters) {
+        let (f, seen) = letters();
+        (
+            write_with_retry("s".into(), BoxedSink::new(sink), batch, f, policy),
+            seen,
+        )
     }
 
     /// Fails as scripted, then writes; remembers every record it was handed.
@@ -922,8 +1036,9 @@ mod tests {
             seen: Arc::clone(&seen),
         };
         let batch = (0..4).map(|o| record(0, o)).collect();
-        let done = write_with_retry("s".into(), BoxedSink::new(sink), batch).await;
-        assert!(done.permanent.is_none());
+        let (w, letters) = write(sink, batch, ResilienceConfig::default());
+        let done = w.await;
+        assert!(letters.lock().expect("lock").is_empty());
         assert_eq!(done.written, vec![true; 4]);
         assert_eq!(
             *seen.lock().expect("lock"),
@@ -949,7 +1064,8 @@ mod tests {
             seen: Arc::clone(&seen),
         };
         let batch = vec![record(0, 10), record(0, 11), record(0, 12), record(1, 5)];
-        let done = write_with_retry("s".into(), BoxedSink::new(sink), batch).await;
+        let (w, _) = write(sink, batch, ResilienceConfig::default());
+        let done = w.await;
         assert_eq!(done.written, vec![true; 4]);
         assert_eq!(
             *seen.lock().expect("lock"),
@@ -959,7 +1075,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_permanent_failure_stops_retrying_and_keeps_what_was_written() {
+    async fn a_permanent_failure_is_dead_lettered_and_the_rest_is_written() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Scripted {
             script: VecDeque::from([
@@ -969,9 +1085,124 @@ mod tests {
             seen: Arc::clone(&seen),
         };
         let batch = (0..3).map(|o| record(0, o)).collect();
-        let done = write_with_retry("s".into(), BoxedSink::new(sink), batch).await;
-        assert_eq!(done.written, vec![true, false, false]);
-        assert!(matches!(&done.permanent, Some((1, e)) if !e.is_retryable()));
-        assert_eq!(seen.lock().expect("lock").len(), 1, "no retry of a 400");
+        let started = Instant::now();
+        let (w, letters) = write(sink, batch, ResilienceConfig::default());
+        let done = w.await;
+        assert_eq!(
+            done.written,
+            vec![true; 3],
+            "the dead letter counts as written"
+        );
+        assert_eq!(
+            *letters.lock().expect("lock"),
+            vec![(1, Class::Rejected, 1)]
+        );
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            vec![vec![0, 1, 2], vec![2]],
+            "no retry of the 400; the record after it goes on"
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no backoff for a dead letter"
+        );
+    }
+
+    /// Fails record 0 with a 503 `times` times.
+    fn failing_503(times: usize) -> (Scripted, Arc<Mutex<Vec<Vec<i64>>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = (0..times)
+            .map(|_| {
+                Box::new(|n| SinkFailure::at(n, 0, ConnectorError::external("503")))
+                    as Box<dyn Fn(usize) -> SinkFailure + Send>
+            })
+            .collect();
+        (
+            Scripted {
+                script,
+                seen: Arc::clone(&seen),
+            },
+            seen,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn strict_ordering_retries_past_max_elapsed_and_never_dead_letters() {
+        let mut policy = ResilienceConfig::default();
+        policy.retry.max_elapsed = Duration::from_secs(1);
+        policy.retry.max_backoff = Duration::from_millis(500);
+        let (sink, seen) = failing_503(50);
+        let (w, letters) = write(sink, vec![record(0, 0), record(0, 1)], policy);
+        let done = w.await;
+        assert_eq!(done.written, vec![true, true]);
+        assert!(letters.lock().expect("lock").is_empty());
+        assert_eq!(
+            seen.lock().expect("lock").len(),
+            51,
+            "retried until it passed"
+        );
+    }
+
+    /// Refuses offset 0 with a 503 forever; writes everything else.
+    struct Refuses0(Arc<Mutex<Vec<Vec<i64>>>>);
+
+    impl Sink for Refuses0 {
+        async fn write(&mut self, batch: &[SinkRecord]) -> Result<(), SinkFailure> {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(batch.iter().map(|r| r.offset).collect());
+            match batch.iter().position(|r| r.offset == 0) {
+                Some(i) => Err(SinkFailure::at(
+                    batch.len(),
+                    i,
+                    ConnectorError::external("503"),
+                )),
+                None => Ok(()),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn relaxed_ordering_dead_letters_after_max_elapsed_and_flows_on() {
+        let mut policy = ResilienceConfig {
+            ordering: Ordering::Relaxed,
+            ..ResilienceConfig::default()
+        };
+        policy.retry.max_elapsed = Duration::from_secs(5);
+        policy.retry.max_backoff = Duration::from_secs(1);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let (f, letters) = letters();
+        let done = write_with_retry(
+            "s".into(),
+            BoxedSink::new(Refuses0(Arc::clone(&seen))),
+            vec![record(0, 0), record(0, 1)],
+            f,
+            policy,
+        )
+        .await;
+        assert_eq!(done.written, vec![true, true]);
+        assert_eq!(
+            letters
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|l| (l.0, l.1))
+                .collect::<Vec<_>>(),
+            vec![(0, Class::RetriesExhausted)]
+        );
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        assert!(
+            started.elapsed() < Duration::from_secs(7),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            seen.lock().expect("lock").last(),
+            Some(&vec![1]),
+            "record 1 flows on"
+        );
     }
 }

@@ -46,6 +46,10 @@ pub struct ConnectorStatus {
     pub state: TaskState,
     pub restarts: u32,
     pub last_error: Option<String>,
+    /// The worst state of the circuit breakers of the targets it calls
+    /// (`closed`, `open`, `half_open`); absent before its first call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<&'static str>,
 }
 
 /// Every connector's status. Cheap to clone.
@@ -59,6 +63,10 @@ impl Statuses {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .cloned()
+            .map(|mut s| {
+                s.circuit = crate::resilience::targets::circuit_of(&s.name).map(|c| c.as_str());
+                s
+            })
             .collect()
     }
 
@@ -84,6 +92,7 @@ impl Statuses {
                     state: TaskState::Running,
                     restarts: 0,
                     last_error: None,
+                    circuit: None,
                 },
             );
     }

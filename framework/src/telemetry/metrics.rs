@@ -37,6 +37,20 @@ pub const SINK_IN_FLIGHT_RECORDS: &str = "ferry_sink_in_flight_records";
 pub const CONNECTOR_RESTARTS_TOTAL: &str = "ferry_connector_restarts_total";
 /// Connectors stopped for good by a failure that retrying cannot fix, by `connector`.
 pub const CONNECTOR_FAILURES_TOTAL: &str = "ferry_connector_failures_total";
+/// A target's circuit breaker, by `target`: 0 closed, 1 half-open, 2 open.
+pub const CIRCUIT_STATE: &str = "ferry_circuit_state";
+/// Calls a circuit breaker held back (open, or every probe out), by `target`.
+pub const CIRCUIT_REJECTED_TOTAL: &str = "ferry_circuit_rejected_total";
+/// The request limit a target advertised for its window, by `target`.
+pub const RATE_LIMIT_LIMIT: &str = "ferry_rate_limit_limit";
+/// Requests Ferry may still send to a target in its window, by `target`.
+pub const RATE_LIMIT_REMAINING: &str = "ferry_rate_limit_remaining";
+/// Share of a target's advertised limit used in its window (0 to 1), by `target`.
+pub const RATE_LIMIT_UTILIZATION: &str = "ferry_rate_limit_utilization";
+/// Outbound calls retried after a failure that may pass, by `connector`.
+pub const OUTBOUND_RETRIES_TOTAL: &str = "ferry_outbound_retries_total";
+/// Records a sink sent to its dead-letter topic, by `connector` and `class`.
+pub const DEAD_LETTERS_TOTAL: &str = "ferry_dead_letters_total";
 /// Always 1; labels carry the version.
 pub const BUILD_INFO: &str = "ferry_build_info";
 /// 1 while the last readiness probe reached Kafka, else 0.

@@ -96,9 +96,16 @@ async fn a_failed_attempt_stops_its_write_before_the_next_attempt_starts() {
         max_in_flight_records: 100,
         max_in_flight_bytes: 1 << 20,
         drain_within: Duration::from_secs(5),
+        resilience: ferry::resilience::ResilienceConfig::default(),
     };
     running
-        .start_connectors(vec![("sink".into(), Planned::Sink { settings, make })])
+        .start_connectors(vec![(
+            "sink".into(),
+            Planned::Sink {
+                settings: Box::new(settings),
+                make,
+            },
+        )])
         .await
         .expect("connector starts");
 

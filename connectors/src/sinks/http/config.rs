@@ -35,9 +35,6 @@ pub struct HttpSinkConfig {
     pub idempotency_key: IdempotencyKey,
     #[serde(default)]
     pub auth: Option<Auth>,
-    /// Per request.
-    #[serde(default = "thirty_seconds", with = "humantime_serde")]
-    pub timeout: Duration,
     /// Follow `307` and `308` redirects, which re-send the same method and
     /// body. Off by default: any 3xx is then a permanent failure. `301`,
     /// `302` and `303` are never followed (a client would turn the request
@@ -97,9 +94,6 @@ pub enum IdempotencyKey {
 
 fn post() -> String {
     "POST".to_owned()
-}
-fn thirty_seconds() -> Duration {
-    Duration::from_secs(30)
 }
 fn hundred_ms() -> Duration {
     Duration::from_millis(100)

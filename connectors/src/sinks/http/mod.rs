@@ -11,6 +11,7 @@ mod tests;
 use crate::registry::{parse_settings, Context};
 use config::{Body, HttpSinkConfig};
 use ferry::config::ConfigError;
+use ferry::resilience::Outbound;
 use ferry::runtime::{Planned, SinkSettings};
 use ferry::sink::BoxedSink;
 use std::sync::Arc;
@@ -23,6 +24,13 @@ pub const RECORDS_PER_WRITE: usize = 50;
 
 pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
     let cfg: HttpSinkConfig = parse_settings(ctx)?;
+    let resilience = ctx.resilience()?;
+    if resilience.fallback.is_some() {
+        return Err(ctx.invalid(
+            "fallback",
+            "the http sink has no fallback yet: while its target is down it waits (partitions paused), and records it cannot deliver go to `dead_letter.topic`",
+        ));
+    }
     ferry::config::validate_topic_name(&cfg.topic).map_err(|m| ctx.invalid("topic", m))?;
     let url = Template::parse(&cfg.url).map_err(|m| ctx.invalid("url", m))?;
     let probe = url.render(
@@ -32,6 +40,7 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
             offset: 0,
             timestamp: None,
             key: Some("k".into()),
+            raw_key: None,
             value: serde_json::Value::Null,
             raw: None,
             headers: Vec::new(),
@@ -88,11 +97,19 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
         batch_max_wait,
         max_in_flight_records: cfg.max_in_flight_records.max(batch_max_records),
         max_in_flight_bytes: cfg.max_in_flight_bytes,
-        drain_within: cfg.timeout + Duration::from_secs(5),
+        drain_within: resilience.timeout + Duration::from_secs(5),
+        resilience: resilience.clone(),
     };
     let name = ctx.spec.name.clone();
+    let outbound = Outbound::new(&name, &resilience);
     Ok(Planned::Sink {
-        settings,
-        make: Arc::new(move || Ok(BoxedSink::new(sink::HttpSink::new(&name, cfg.clone())?))),
+        settings: Box::new(settings),
+        make: Arc::new(move || {
+            Ok(BoxedSink::new(sink::HttpSink::new(
+                &name,
+                cfg.clone(),
+                outbound.clone(),
+            )?))
+        }),
     })
 }

@@ -1,7 +1,10 @@
 //! Writes records to an HTTP API: one request per record, or one per batch
 //! (a JSON array). 2xx is success; anything else is a failure carrying the
-//! status, retryable for 408, 429 and 5xx. Retries, backoff and (later)
-//! dead-lettering are the runtime's: the sink only reports.
+//! status, retryable for the `retry.retry_on` statuses. Each request goes
+//! through the connector's resilience stack (breaker, rate limit, bulkhead,
+//! timeout, retries: `ferry::resilience::stack`); what still fails is
+//! reported to the runtime, which retries the batch or dead-letters the
+//! record.
 //!
 //! Redirects are never followed by default: a client following `302` turns
 //! a POST into a bodyless GET whose `200` would count as delivered. A 3xx
@@ -12,8 +15,9 @@
 use super::config::{Body, HttpSinkConfig, IdempotencyKey};
 use super::template::{render_body, Template};
 use crate::http::auth::Authenticator;
-use crate::http::{status_error, transport_error};
+use crate::http::status_error;
 use ferry::error::ConnectorError;
+use ferry::resilience::{Outbound, WhenOpen};
 use ferry::sink::{Sink, SinkFailure, SinkRecord};
 use serde_json::Value as Json;
 
@@ -25,11 +29,16 @@ pub struct HttpSink {
     headers: Vec<(String, Template)>,
     client: reqwest::Client,
     auth: Authenticator,
+    outbound: Outbound,
 }
 
 impl HttpSink {
     /// Builds from a validated config (templates already checked).
-    pub fn new(name: &str, cfg: HttpSinkConfig) -> Result<Self, ConnectorError> {
+    pub fn new(
+        name: &str,
+        cfg: HttpSinkConfig,
+        outbound: Outbound,
+    ) -> Result<Self, ConnectorError> {
         let method = cfg
             .method
             .to_uppercase()
@@ -43,7 +52,7 @@ impl HttpSink {
             .collect::<Result<Vec<_>, String>>()
             .map_err(ConnectorError::user)?;
         let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
+            .timeout(outbound.config().timeout)
             .redirect(redirect_policy(cfg.follow_redirects))
             .build()
             .map_err(|e| ConnectorError::internal(format!("HTTP client: {e}")))?;
@@ -54,6 +63,7 @@ impl HttpSink {
             url,
             headers,
             client,
+            outbound,
             cfg,
         })
     }
@@ -104,10 +114,17 @@ impl HttpSink {
             return Ok(());
         };
         let url = self.url.render(first, true);
+        let what = format!("connector `{}`: {}", self.name, self.method);
+        let target = url::Url::parse(&url).map_err(|e| {
+            ConnectorError::user(format!(
+                "{what} {}: not a URL: {e}",
+                ferry::telemetry::redact::url(&url)
+            ))
+        })?;
         for attempt in 0..2 {
             let mut req = self
                 .client
-                .request(self.method.clone(), &url)
+                .request(self.method.clone(), target.clone())
                 .header("x-correlation-id", first.correlation_id.as_str());
             if self.method != reqwest::Method::GET && self.method != reqwest::Method::DELETE {
                 req = req.json(&body);
@@ -118,18 +135,27 @@ impl HttpSink {
             if let Some(key) = self.idempotency_key(records) {
                 req = req.header("idempotency-key", key);
             }
-            let req = self.auth.apply(&self.client, req).await?;
-            let what = format!("connector `{}`: {}", self.name, self.method);
-            let resp = req
-                .send()
+            let request = self
+                .auth
+                .apply(&self.client, req)
+                .await?
+                .build()
+                .map_err(|e| {
+                    ConnectorError::user(format!("{what}: cannot build the request: {e}"))
+                })?;
+            let client = &self.client;
+            let reply = self
+                .outbound
+                .call(&target, WhenOpen::Wait, || {
+                    crate::http::attempt(client, &request, None, &what)
+                })
                 .await
-                .map_err(|e| transport_error(&what, &url, &e))?;
-            let status = resp.status().as_u16();
+                .map_err(ferry::resilience::CallError::into_connector_error)?;
+            let status = reply.status;
             if (200..300).contains(&status) {
                 return Ok(());
             }
             if (300..400).contains(&status) {
-                let location = crate::http::location(&resp);
                 let hint = if matches!(status, 307 | 308) && !self.cfg.follow_redirects {
                     "; set `follow_redirects: true` to follow 307/308, which re-send the body"
                 } else {
@@ -140,7 +166,7 @@ impl HttpSink {
                     format!(
                         "{what} {}: HTTP {status}, a redirect to {}, not followed: the record is not delivered{hint}",
                         ferry::telemetry::redact::url(&url),
-                        ferry::telemetry::redact::url(location)
+                        ferry::telemetry::redact::url(reply.location())
                     ),
                 ));
             }
@@ -148,8 +174,13 @@ impl HttpSink {
                 self.auth.invalidate();
                 continue;
             }
-            let text = crate::http::error_excerpt(resp, 4096).await;
-            return Err(status_error(&what, &url, status, &text));
+            return Err(status_error(
+                &what,
+                &url,
+                status,
+                &reply.text(),
+                self.outbound.retries(status),
+            ));
         }
         Err(ConnectorError::user(format!(
             "{}: HTTP 401 twice: the credentials are refused",

@@ -157,6 +157,7 @@ mod tests {
             offset: 41,
             timestamp: None,
             key: Some("c/1 x".into()),
+            raw_key: None,
             value: json!({"id": "c-1", "n": 3, "address": {"city": "Zürich"}}),
             raw: None,
             headers: Vec::new(),

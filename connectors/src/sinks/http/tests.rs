@@ -70,6 +70,7 @@ fn record(offset: i64, key: &str, value: Value) -> SinkRecord {
         offset,
         timestamp: None,
         key: Some(key.into()),
+        raw_key: None,
         value,
         raw: None,
         headers: Vec::new(),
@@ -79,7 +80,7 @@ fn record(offset: i64, key: &str, value: Value) -> SinkRecord {
 
 fn sink(settings: Value) -> HttpSink {
     let cfg: HttpSinkConfig = serde_json::from_value(settings).expect("config parses");
-    HttpSink::new("test", cfg).expect("builds")
+    HttpSink::new("test", cfg, crate::http::tests_support::quick_outbound()).expect("builds")
 }
 
 #[tokio::test]

@@ -57,9 +57,6 @@ pub struct HttpPollConfig {
     /// Extra query parameters.
     #[serde(default, deserialize_with = "crate::http::scalar_map")]
     pub query: BTreeMap<String, String>,
-    /// Per request.
-    #[serde(default = "thirty_seconds", with = "humantime_serde")]
-    pub timeout: Duration,
     /// Most pages fetched in one go. A cycle with more pages pauses there
     /// for `interval` and then goes on from the page where it stopped (a
     /// runaway paginator cannot monopolise the API); nothing is skipped.
@@ -155,9 +152,6 @@ fn three() -> NonZeroU32 {
 }
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
-}
-fn thirty_seconds() -> Duration {
-    Duration::from_secs(30)
 }
 fn thousand() -> u32 {
     1000

@@ -13,6 +13,7 @@ mod tests;
 use crate::registry::{parse_settings, Context};
 use config::HttpPollConfig;
 use ferry::config::{ConfigError, TopicSpec};
+use ferry::resilience::{FallbackConfig, Outbound};
 use ferry::runtime::Planned;
 use ferry::source::BoxedSource;
 use std::collections::BTreeMap;
@@ -24,6 +25,16 @@ pub const SCHEMA_FILE: &str = "event_envelope.avsc";
 
 pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
     let cfg: HttpPollConfig = parse_settings(ctx)?;
+    let resilience = ctx.resilience()?;
+    match &resilience.fallback {
+        None | Some(FallbackConfig::Skip) => {}
+        Some(_) => {
+            return Err(ctx.invalid(
+                "fallback",
+                "a poll source's fallback is `skip` (skip the cycle, keep the position)",
+            ))
+        }
+    }
     if url::Url::parse(&cfg.url).is_err() {
         return Err(ctx.invalid("url", format!("`{}` is not a URL", cfg.url)));
     }
@@ -78,12 +89,14 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
         key_schema: None,
     };
     let name = ctx.spec.name.clone();
+    let outbound = Outbound::new(&name, &resilience);
     Ok(Planned::Source {
         topic,
         make: Arc::new(move || {
             Ok(BoxedSource::new(source::HttpPollSource::new(
                 &name,
                 cfg.clone(),
+                outbound.clone(),
             )?))
         }),
     })

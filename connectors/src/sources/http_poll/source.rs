@@ -27,8 +27,9 @@
 
 use super::config::{Auth, HttpPollConfig, Pagination};
 use crate::http::auth::Authenticator;
-use crate::http::{error_excerpt, read_capped, status_error, transport_error};
+use crate::http::status_error;
 use ferry::error::ConnectorError;
+use ferry::resilience::{CallError, FallbackConfig, Outbound, WhenOpen};
 use ferry::schema::envelope::{now_millis, EventEnvelope};
 use ferry::schema::json::kind;
 use ferry::source::{Poll, Position, Positions, Source, SourceContext, SourceRecord};
@@ -47,6 +48,7 @@ pub struct HttpPollSource {
     cfg: HttpPollConfig,
     client: reqwest::Client,
     auth: Authenticator,
+    outbound: Outbound,
     /// The incremental cursor the next cycle starts from.
     cursor: Option<Json>,
     etag: Option<String>,
@@ -145,7 +147,11 @@ struct CycleState {
 }
 
 impl HttpPollSource {
-    pub fn new(name: &str, cfg: HttpPollConfig) -> Result<Self, ConnectorError> {
+    pub fn new(
+        name: &str,
+        cfg: HttpPollConfig,
+        outbound: Outbound,
+    ) -> Result<Self, ConnectorError> {
         // reqwest drops `Authorization` and cookies on a redirect to another
         // host, not headers it cannot know are credentials: with configured
         // headers (or a key in a header), only same-origin redirects.
@@ -158,7 +164,7 @@ impl HttpPollSource {
                 })
             );
         let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
+            .timeout(outbound.config().timeout)
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 let same_origin = attempt
                     .previous()
@@ -185,6 +191,7 @@ impl HttpPollSource {
             auth: Authenticator::new(cfg.auth.clone()),
             cfg,
             client,
+            outbound,
             cursor: None,
             etag: None,
             cycle: None,
@@ -245,8 +252,11 @@ impl HttpPollSource {
                 (self.cfg.url.clone(), all)
             }
         };
+        let target = url::Url::parse(&url).map_err(|e| {
+            ConnectorError::user(format!("polling {}: not a URL: {e}", redact::url(&url)))
+        })?;
         for attempt in 0..2 {
-            let mut req = self.client.get(&url).query(&params);
+            let mut req = self.client.get(target.clone()).query(&params);
             for (k, v) in &self.cfg.headers {
                 req = req.header(k.as_str(), v.as_str());
             }
@@ -255,12 +265,30 @@ impl HttpPollSource {
                     req = req.header(reqwest::header::IF_NONE_MATCH, tag.as_str());
                 }
             }
-            let req = self.auth.apply(&self.client, req).await?;
-            let resp = req
-                .send()
+            let request = self
+                .auth
+                .apply(&self.client, req)
+                .await?
+                .build()
+                .map_err(|e| {
+                    ConnectorError::user(format!("polling: cannot build the request: {e}"))
+                })?;
+            let (client, limit) = (&self.client, self.cfg.max_response_bytes);
+            let reply = match self
+                .outbound
+                .call(&target, WhenOpen::Skip, || {
+                    crate::http::attempt(client, &request, Some(limit), "polling")
+                })
                 .await
-                .map_err(|e| transport_error("polling", &url, &e))?;
-            let status = resp.status().as_u16();
+            {
+                Ok(reply) => reply,
+                Err(e @ CallError::Open { .. }) => {
+                    let wait = ferry::resilience::stack::until_open_ends(&e).unwrap_or_default();
+                    return Ok(Page::CircuitOpen(wait));
+                }
+                Err(CallError::Failed(e)) => return Err(e),
+            };
+            let status = reply.status;
             if status == 401 && attempt == 0 {
                 self.auth.invalidate();
                 continue;
@@ -268,35 +296,37 @@ impl HttpPollSource {
             if status == 304 {
                 return Ok(Page::NotModified);
             }
-            let etag = resp
-                .headers()
+            let etag = reply
+                .headers
                 .get(reqwest::header::ETAG)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let link_next = resp
-                .headers()
+            let link_next = reply
+                .headers
                 .get_all(reqwest::header::LINK)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .find_map(next_link);
-            let final_url = resp.url().to_string();
             if (300..400).contains(&status) {
-                let location = crate::http::location(&resp);
                 return Err(ConnectorError::http_status(
                     status,
                     format!(
                         "polling {}: HTTP {status}, a redirect to {}, not followed: it leaves the API's origin and the request carries configured headers (possibly credentials)",
                         redact::url(&url),
-                        redact::url(location)
+                        redact::url(reply.location())
                     ),
                 ));
             }
             if !(200..300).contains(&status) {
-                let excerpt = error_excerpt(resp, 4096).await;
-                return Err(status_error("polling", &url, status, &excerpt));
+                return Err(status_error(
+                    "polling",
+                    &url,
+                    status,
+                    &reply.text(),
+                    self.outbound.retries(status),
+                ));
             }
-            let body = read_capped(resp, self.cfg.max_response_bytes, "polling", &url).await?;
-            let json: Json = serde_json::from_slice(&body).map_err(|e| {
+            let json: Json = serde_json::from_slice(&reply.body).map_err(|e| {
                 ConnectorError::external(format!(
                     "polling {}: the answer is not JSON: {e}",
                     ferry::telemetry::redact::url(&url)
@@ -306,7 +336,7 @@ impl HttpPollSource {
                 json,
                 etag,
                 link_next,
-                url: final_url,
+                url: reply.url,
             });
         }
         Err(ConnectorError::user(format!(
@@ -425,6 +455,8 @@ impl HttpPollSource {
 
 enum Page {
     NotModified,
+    /// The target's circuit breaker is open for this long: skip the poll.
+    CircuitOpen(Duration),
     Body {
         json: Json,
         etag: Option<String>,
@@ -518,11 +550,30 @@ impl Source for HttpPollSource {
                     self.name, self.cfg.max_pages, self.cfg.interval
                 )));
             }
+            Err(e)
+                if e.is_retryable()
+                    && self.outbound.config().fallback == Some(FallbackConfig::Skip) =>
+            {
+                // `fallback: skip`: this cycle is given up; the next starts
+                // from the cursor it started from (repeats, never a gap).
+                tracing::warn!(connector = %self.name, error = %e, "polling failed after retries; skipping this cycle (fallback: skip), the position stays where it was");
+                self.last_cycle_end = Some(Instant::now());
+                self.next_run = self.schedule.as_ref().and_then(next_fire);
+                return Ok(Poll::Idle(self.cfg.interval));
+            }
             Err(e) => return Err(e),
         };
+        if let Page::CircuitOpen(wait) = page {
+            // The breaker is open: no request went out; the cycle waits
+            // where it stands.
+            cycle.next = Some(request);
+            self.cycle = Some(cycle);
+            return Ok(Poll::Idle(wait.max(Duration::from_millis(10))));
+        }
         cycle.resumed = false;
         cycle.after_pause = false;
         let (json, etag, link_next, url) = match page {
+            Page::CircuitOpen(_) => return Ok(Poll::Idle(Duration::ZERO)),
             Page::NotModified => {
                 self.last_cycle_end = Some(Instant::now());
                 self.next_run = self.schedule.as_ref().and_then(next_fire);

@@ -228,7 +228,7 @@ async fn serve() -> (String, Arc<Fake>) {
 
 fn source(settings: Value) -> HttpPollSource {
     let cfg: HttpPollConfig = serde_json::from_value(settings).expect("config parses");
-    HttpPollSource::new("test", cfg).expect("builds")
+    HttpPollSource::new("test", cfg, crate::http::tests_support::quick_outbound()).expect("builds")
 }
 
 fn ctx() -> SourceContext {
