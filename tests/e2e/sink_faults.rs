@@ -123,23 +123,6 @@ connectors:
             .unwrap_or_default()
     }
 
-    /// Waits until the sink reports `state`; returns its status.
-    async fn wait_state(&self, state: &str, ferry: &FerryProcess) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.status();
-            if s["state"] == state {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sink never became {state}: {s}\n{}",
-                ferry.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     /// The offset the sink's group (the default one) committed on
     /// partition 0 (None: nothing).
     fn committed(&self) -> Option<i64> {

@@ -1,6 +1,7 @@
 //! The `ferry` command line. Exit codes: 0 ok, 2 bad usage or config,
 //! 1 runtime failure. Errors are one line on stderr, never a backtrace.
 
+mod dlq;
 mod output;
 mod produce;
 mod schemas;
@@ -65,6 +66,14 @@ enum Command {
         target: Target,
         #[command(subcommand)]
         action: schemas::Action,
+    },
+    /// Count and list a sink's dead letters, and replay them once their
+    /// cause is fixed.
+    Dlq {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: dlq::Action,
     },
 }
 
@@ -142,6 +151,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tail(args) => tail::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Schemas { target, action } => schemas::run(&target, action).await,
+        Command::Dlq { target, action } => dlq::run(&target, action).await,
     }
 }
 

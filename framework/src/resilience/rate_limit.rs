@@ -151,6 +151,9 @@ struct Quota {
     /// Requests that may still go in the current window.
     budget: Option<u64>,
     window_end: Option<Instant>,
+    /// The longest reset an answer gave: how long a window is assumed to
+    /// last when one starts without news.
+    window_len: Duration,
     last_sent: Option<Instant>,
 }
 
@@ -160,9 +163,6 @@ pub struct RateLimiter {
     from_headers: bool,
     inner: Mutex<(Option<Gcra>, Quota)>,
 }
-
-/// How often a request waiting for news of a new window looks again.
-const NEWS_POLL: Duration = Duration::from_millis(50);
 
 impl RateLimiter {
     pub fn new(config: &RateLimitConfig) -> Self {
@@ -198,14 +198,16 @@ impl RateLimiter {
         }
         if let Some(end) = quota.window_end {
             if end <= now {
-                // A new window: `limit` may go before an answer tells more.
-                quota.window_end = None;
+                // A new window: `limit` may go before an answer tells more,
+                // in a window assumed as long as the longest seen (should no
+                // answer come, the budget comes back after it).
+                quota.window_end = Some(now + quota.window_len.max(Duration::from_secs(1)));
                 quota.budget = quota.limit;
             }
         }
         match (quota.budget, quota.window_end) {
             (Some(0), Some(end)) => ready = ready.max(end),
-            (Some(0), None) => ready = ready.max(now + NEWS_POLL),
+            (Some(0), None) => ready = ready.max(now + Duration::from_secs(1)),
             (Some(b), Some(end)) => {
                 // Below half the limit: spread what is left over the window.
                 let limit = quota.limit.unwrap_or(b);
@@ -266,14 +268,15 @@ impl RateLimiter {
             let budget = remaining.saturating_sub(later);
             quota.budget = Some(quota.budget.map_or(budget, |b| b.min(budget)));
             if let Some(reset) = a.reset {
+                quota.window_len = quota.window_len.max(reset);
                 let end = now + reset.max(Duration::from_secs(1));
                 quota.window_end = Some(quota.window_end.map_or(end, |e| e.max(end)));
             }
         }
         if status == 429 && a.remaining.is_none() && quota.blocked_until.is_none() {
-            // Over the limit without saying when: nothing more until an
-            // answer (a retry, after its backoff) says otherwise.
-            quota.budget = Some(0);
+            // Over the limit without saying how long: hold everything for a
+            // second (the retry's backoff comes on top).
+            quota.blocked_until = Some(now + Duration::from_secs(1));
         }
     }
 
@@ -353,12 +356,34 @@ mod tests {
         );
         let start = Instant::now();
         l.acquire().await;
-        assert_eq!(Instant::now() - start, Duration::from_secs(2));
-        // The new window: the limit may go before any answer arrives, no more.
-        for _ in 0..4 {
-            assert!(l.try_acquire().is_ok());
+        let window = Instant::now();
+        assert_eq!(window - start, Duration::from_secs(2));
+        // No answer comes (the requests fail in transit, say): windows as
+        // long as the last one advertised follow, each with the limit.
+        let mut at = vec![Duration::ZERO];
+        for _ in 0..14 {
+            l.acquire().await;
+            at.push(Instant::now() - window);
         }
-        assert!(l.try_acquire().is_err(), "6th in a window of 5");
+        for k in 0..4u32 {
+            let (from, to) = (Duration::from_secs(2) * k, Duration::from_secs(2) * (k + 1));
+            let n = at.iter().filter(|d| **d >= from && **d < to).count();
+            assert!(n <= 5, "{n} requests in window {k}: {at:?}");
+        }
+        assert!(
+            at[14] < Duration::from_secs(8),
+            "the budget came back each window: {at:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_that_says_nothing_holds_requests_for_a_second() {
+        let l = limiter(None, 1);
+        let t = l.acquire().await;
+        l.observe(t, 429, &HeaderMap::new());
+        let start = Instant::now();
+        l.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -80,6 +80,8 @@ pub struct Outbound {
 }
 
 struct Inner {
+    /// No layers: one attempt, as is (the benchmarks' baseline).
+    bare: bool,
     connector: String,
     config: ResilienceConfig,
     retry: RetryPolicy,
@@ -112,8 +114,21 @@ impl Drop for Admitted<'_> {
 
 impl Outbound {
     pub fn new(connector: &str, config: &ResilienceConfig) -> Self {
+        Self::build(connector, config, false)
+    }
+
+    /// A stack without layers: each call is one attempt, unguarded. Only
+    /// for measuring what the layers cost (`BENCHMARKS.md`); a connector
+    /// never runs like this.
+    #[doc(hidden)]
+    pub fn bare(connector: &str, config: &ResilienceConfig) -> Self {
+        Self::build(connector, config, true)
+    }
+
+    fn build(connector: &str, config: &ResilienceConfig, bare: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
+                bare,
                 connector: connector.to_owned(),
                 retry: RetryPolicy::new(config.retry.clone()),
                 config: config.clone(),
@@ -164,6 +179,9 @@ impl Outbound {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<A, ConnectorError>>,
     {
+        if self.inner.bare {
+            return attempt().await.map_err(CallError::Failed);
+        }
         let target = self.target(url);
         let state = metrics::gauge!(m::CIRCUIT_STATE, "target" => target.breaker_key.clone());
         let retry = &self.inner.retry;
