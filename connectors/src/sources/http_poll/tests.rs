@@ -211,6 +211,7 @@ async fn serve() -> (String, Arc<Fake>) {
         .route("/huge", get(huge))
         .route("/looping", get(looping))
         .route("/echoing", get(echoing))
+        .route("/down", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&fake),
             log_requests,
@@ -659,4 +660,64 @@ async fn a_cron_schedule_waits_for_its_time() {
         super::source::parse_schedule("30 */15 * * * *").is_ok(),
         "seconds first"
     );
+}
+
+/// A source on `/down` (always 503) with its own resilience settings.
+fn down_source(base: &str, resilience: &str) -> HttpPollSource {
+    let cfg: HttpPollConfig = serde_json::from_value(json!({
+        "topic": "t", "url": format!("{base}/down"), "items": "/items", "interval": "1s",
+    }))
+    .expect("config parses");
+    let rc: ferry::resilience::ResilienceConfig =
+        serde_json::from_value(serde_yaml::from_str::<Value>(resilience).expect("yaml"))
+            .expect("resilience config");
+    HttpPollSource::new("down", cfg, ferry::resilience::Outbound::new("down", &rc))
+        .expect("builds")
+}
+
+fn downs(fake: &Fake) -> usize {
+    fake.requests().iter().filter(|r| r.starts_with("/down")).count()
+}
+
+#[tokio::test]
+async fn an_open_breaker_skips_polls_without_calling_the_api_and_keeps_the_position() {
+    let (base, fake) = serve().await;
+    let mut s = down_source(
+        &base,
+        "{retry: {max_attempts: 1}, circuit_breaker: {min_calls: 2, open_for: 60s}}",
+    );
+    s.open(&ctx(), Positions::new()).await.expect("opens");
+    for _ in 0..2 {
+        let e = s.poll(&ctx()).await.expect_err("503");
+        assert!(e.is_retryable(), "{e}");
+    }
+    assert_eq!(downs(&fake), 2);
+    // Open: the poll is skipped (idle until the breaker lets a probe
+    // through), no request goes out, no record, no position.
+    for _ in 0..3 {
+        match s.poll(&ctx()).await {
+            Ok(Poll::Idle(wait)) => assert!(wait > std::time::Duration::from_secs(50), "{wait:?}"),
+            other => panic!("expected a skipped poll, got {other:?}"),
+        }
+    }
+    assert_eq!(downs(&fake), 2, "nothing reached the API while open");
+    assert_eq!(
+        ferry::resilience::targets::circuit_of("down"),
+        Some(ferry::resilience::CircuitState::Open)
+    );
+}
+
+#[tokio::test]
+async fn fallback_skip_gives_up_the_cycle_after_the_retries_and_keeps_the_position() {
+    let (base, fake) = serve().await;
+    let mut s = down_source(
+        &base,
+        "{retry: {max_attempts: 3, initial_backoff: 1ms, max_backoff: 2ms}, fallback: skip}",
+    );
+    s.open(&ctx(), Positions::new()).await.expect("opens");
+    match s.poll(&ctx()).await {
+        Ok(Poll::Idle(wait)) => assert_eq!(wait, std::time::Duration::from_secs(1)),
+        other => panic!("expected the cycle to be skipped, got {other:?}"),
+    }
+    assert_eq!(downs(&fake), 3, "the retries came first");
 }
