@@ -266,6 +266,26 @@ fn connector_config_mistakes_name_the_connector_and_key() {
             vec!["connectors[0].interval"],
         ),
         (
+            "  - name: a\n    type: http\n    topic: t\n    url: http://x/y\n    retry: { max_attempts: 0 }\n",
+            vec!["connectors[0].retry.max_attempts"],
+        ),
+        (
+            "  - name: a\n    type: http\n    topic: t\n    url: http://x/y\n    circuit_breaker: { failure_rate: 2 }\n",
+            vec!["connectors[0].circuit_breaker.failure_rate", "not in (0, 1]"],
+        ),
+        (
+            "  - name: a\n    type: http\n    topic: t\n    url: http://x/y\n    retry: { retry_on: [302] }\n",
+            vec!["connectors[0].retry.retry_on", "302"],
+        ),
+        (
+            "  - name: a\n    type: http_poll\n    url: http://x/y\n    topic: t\n    fallback: { topic: parked }\n",
+            vec!["connectors[0].fallback", "skip"],
+        ),
+        (
+            "  - name: a\n    type: http\n    topic: t\n    url: http://x/y\n    ordering: loose\n",
+            vec!["connectors[0].ordering", "loose"],
+        ),
+        (
             "  - name: a\n    type: http_poll\n    url: http://x/y\n    topic: t\n  - name: a\n    type: http_poll\n    url: http://x/z\n    topic: u\n",
             vec!["connectors[1].name", "declared twice"],
         ),

@@ -133,3 +133,38 @@ pub fn circuit_of(connector: &str) -> Option<CircuitState> {
             CircuitState::Open => 2,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resilience::config::TargetKeyKind;
+
+    #[test]
+    fn connectors_calling_one_host_share_its_breaker_and_limiter() {
+        let cfg = ResilienceConfig::default();
+        let source = target("shared-source", &cfg, "crm.test:443");
+        let sink = target("shared-sink", &cfg, "crm.test:443");
+        assert!(Arc::ptr_eq(&source.breaker, &sink.breaker));
+        assert!(Arc::ptr_eq(&source.limiter, &sink.limiter));
+        let other = target("shared-sink", &cfg, "mail.test:443");
+        assert!(!Arc::ptr_eq(&other.limiter, &sink.limiter));
+    }
+
+    #[test]
+    fn a_named_key_shares_one_budget_across_hosts() {
+        let mut cfg = ResilienceConfig::default();
+        cfg.rate_limit.key = TargetKeyKind::Named("one-quota".into());
+        let a = target("named", &cfg, "a.quota.test:443");
+        let b = target("named", &cfg, "b.quota.test:443");
+        assert!(Arc::ptr_eq(&a.limiter, &b.limiter));
+        assert!(!Arc::ptr_eq(&a.breaker, &b.breaker), "breakers stay per host");
+        assert_eq!(a.limiter_key, "one-quota");
+    }
+
+    #[test]
+    fn host_keys_carry_the_port_the_scheme_implies() {
+        let u = |s: &str| url::Url::parse(s).expect("url");
+        assert_eq!(host_key(&u("https://api.test/x")), "api.test:443");
+        assert_eq!(host_key(&u("http://api.test:8080/x")), "api.test:8080");
+    }
+}
