@@ -3,7 +3,8 @@
 //! can make a target that redirects, refuses one record, or echoes secrets.
 //!
 //! Routes (every method):
-//! - `/ok/{key}`: 204, unless `key` is in the refused set (then 400).
+//! - `/ok/{key}`: 204, unless `key` is in the refused set (then 400) or the
+//!   unavailable set (then 503).
 //! - `/redirect/{key}`: 302 to `/elsewhere/{key}`.
 //! - `/r307/{key}`: 307 to `/ok/{key}` (a client may re-send the body).
 //! - `/elsewhere/{key}`: 200 (a redirect's landing page).
@@ -32,6 +33,9 @@ pub struct Seen {
 struct Inner {
     seen: Mutex<Vec<Seen>>,
     refused: Mutex<BTreeSet<String>>,
+    unavailable: Mutex<BTreeSet<String>>,
+    /// Keys `/ok` answered 204 for, in arrival order.
+    accepted: Mutex<Vec<String>>,
 }
 
 /// The fake, served on a port of its own.
@@ -74,6 +78,25 @@ impl FakeTarget {
             .insert(key.to_owned());
     }
 
+    /// `/ok/{key}` accepts this key again.
+    pub fn allow(&self, key: &str) {
+        self.inner.refused.lock().expect("lock").remove(key);
+    }
+
+    /// `/ok/{key}` answers 503 for this key (until `available`).
+    pub fn unavailable(&self, key: &str) {
+        self.inner
+            .unavailable
+            .lock()
+            .expect("lock")
+            .insert(key.to_owned());
+    }
+
+    /// `/ok/{key}` stops answering 503 for this key.
+    pub fn available(&self, key: &str) {
+        self.inner.unavailable.lock().expect("lock").remove(key);
+    }
+
     /// Every request, in arrival order.
     pub fn seen(&self) -> Vec<Seen> {
         self.inner.seen.lock().expect("lock").clone()
@@ -81,12 +104,7 @@ impl FakeTarget {
 
     /// Keys `/ok` accepted (204), in arrival order.
     pub fn delivered(&self) -> Vec<String> {
-        let refused = self.inner.refused.lock().expect("lock").clone();
-        self.seen()
-            .into_iter()
-            .filter_map(|s| s.path.strip_prefix("/ok/").map(str::to_owned))
-            .filter(|k| !refused.contains(k))
-            .collect()
+        self.inner.accepted.lock().expect("lock").clone()
     }
 
     pub async fn stop(self) {
@@ -113,7 +131,10 @@ async fn ok(
     record(&inner, &method, &uri, &body);
     if inner.refused.lock().expect("lock").contains(&key) {
         StatusCode::BAD_REQUEST
+    } else if inner.unavailable.lock().expect("lock").contains(&key) {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
+        inner.accepted.lock().expect("lock").push(key);
         StatusCode::NO_CONTENT
     }
 }

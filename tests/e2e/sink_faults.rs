@@ -146,6 +146,16 @@ connectors:
         }
     }
 
+    /// How many records the sink's dead-letter topic holds.
+    fn dead_letters_count(&self) -> i64 {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.broker.bootstrap)
+            .create()
+            .expect("consumer");
+        c.fetch_watermarks("sink.dlq", 0, Duration::from_secs(10))
+            .map_or(0, |(low, high)| high - low)
+    }
+
     /// Every record in the sink's dead-letter topic (`sink.dlq`), in order.
     fn dead_letters(&self) -> Vec<Letter> {
         let c: BaseConsumer = ClientConfig::new()
@@ -546,5 +556,106 @@ async fn a_stop_under_a_hung_target_exits_within_the_budget_with_offsets_committ
     );
     assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
     api.stop().await;
+    s.stop().await;
+}
+
+/// A relaxed sink whose target answers 503 for one key: short retry timings
+/// and retry topics of 2 s and 3 s.
+fn relaxed_config(s: &Setup, target: &FakeTarget) -> PathBuf {
+    s.config(
+        &format!(
+            "    url: {}/ok/{{{{ key }}}}\n    ordering: relaxed\n    retry: {{ max_attempts: 2, initial_backoff: 50ms, max_backoff: 100ms, max_elapsed: 1s }}\n    circuit_breaker: {{ min_calls: 1000 }}\n    dead_letter: {{ retry_topics: [2s, 3s] }}\n",
+            target.url()
+        ),
+        "",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_ordering_lets_the_partition_flow_while_a_failing_record_waits_in_a_retry_topic() {
+    let s = Setup::new("faults.relaxed").await;
+    s.produce(&around(json_record("slow"))).await;
+    let target = FakeTarget::start().await;
+    target.unavailable("slow");
+    let mut ferry = s.run(&relaxed_config(&s, &target));
+    // The records behind the failing one are delivered while it fails.
+    wait_delivered(&target, 10, &ferry).await;
+    assert_everything_but_the_bad_one(&target);
+    wait_committed(&s, 11).await;
+    // The target recovers: the record comes back from its retry topic.
+    target.available("slow");
+    wait_delivered(&target, 11, &ferry).await;
+    let delivered = target.delivered();
+    assert_eq!(delivered.last().map(String::as_str), Some("slow"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        target.delivered().iter().filter(|k| *k == "slow").count(),
+        1,
+        "delivered once"
+    );
+    assert!(s.dead_letters().is_empty(), "nothing dead-lettered");
+    assert_eq!(s.status()["restarts"], 0);
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    target.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_ordering_dead_letters_a_record_that_outlasts_every_retry_topic() {
+    let s = Setup::new("faults.outlasts").await;
+    let dead = json_record("dead");
+    s.produce(&around(dead.clone())).await;
+    let target = FakeTarget::start().await;
+    target.unavailable("dead");
+    let mut ferry = s.run(&relaxed_config(&s, &target));
+    wait_delivered(&target, 10, &ferry).await;
+    assert_everything_but_the_bad_one(&target);
+    // 1 s of retries, then 2 s and 3 s in the retry topics, each followed
+    // by one more write: the dead letter comes after at least 6 s.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        let c = s.dead_letters_count();
+        if c > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never dead-lettered\n{}",
+            ferry.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_one_dead_letter(
+        &s,
+        "dead",
+        &dead.1,
+        "retries_exhausted",
+        Some("503"),
+        "HTTP 503",
+    );
+    let letters = s.dead_letters();
+    let attempts: u32 = letters[0].headers["ferry-dlq-attempts"]
+        .parse()
+        .expect("attempts");
+    assert!(
+        attempts >= 3,
+        "tried in the topic and in both retry topics: {attempts}"
+    );
+    // Each retry topic's delay was waited out: at least 1 s (max_elapsed)
+    // + 2 s + 3 s between the first failure and the last.
+    let ms = |k: &str| -> i64 { letters[0].headers[k].parse().expect("epoch ms") };
+    let span = ms("ferry-dlq-last-failure-ms") - ms("ferry-dlq-first-failure-ms");
+    assert!(span >= 6_000, "first to last failure: {span} ms");
+    let tries = target
+        .seen()
+        .iter()
+        .filter(|r| r.path == "/ok/dead")
+        .count();
+    assert!(tries >= 3, "{tries}");
+    assert!(target.delivered().iter().all(|k| k != "dead"));
+    assert_eq!(s.status()["restarts"], 0);
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    target.stop().await;
     s.stop().await;
 }

@@ -179,13 +179,30 @@ pub struct BulkheadConfig {
     pub key: TargetKeyKind,
 }
 
-/// The dead-letter topic.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// The dead-letter topic, and the retry topics before it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeadLetterConfig {
     /// Unset: `<connector>.dlq`. Created at startup (as many partitions as
     /// the consumed topic, not compacted).
     pub topic: Option<String>,
+    /// With `ordering: relaxed`: a record still failing `retry.max_elapsed`
+    /// after its first failure waits in `<connector>.retry.<delay>` for each
+    /// delay in turn (tried again once each delay has passed), and only
+    /// then goes to the dead-letter topic. `[]`: straight to it.
+    pub retry_topics: Vec<humantime_serde::Serde<Duration>>,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        Self {
+            topic: None,
+            retry_topics: [60, 600, 3600]
+                .into_iter()
+                .map(|s| Duration::from_secs(s).into())
+                .collect(),
+        }
+    }
 }
 
 /// What to do when the target stays unavailable.
@@ -295,6 +312,12 @@ impl ResilienceConfig {
                 ));
             }
         }
+        if let Some(d) = self.dead_letter.retry_topics.iter().find(|d| d.is_zero()) {
+            return Err(err(
+                "dead_letter.retry_topics",
+                format!("{:?}: a retry topic's delay must be more than 0", **d),
+            ));
+        }
         if let Some(topic) = &self.dead_letter.topic {
             crate::config::validate_topic_name(topic).map_err(|m| err("dead_letter.topic", m))?;
         }
@@ -308,6 +331,22 @@ impl ResilienceConfig {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The retry topics of connector `name` with their delays, in order
+    /// (none with `ordering: strict`).
+    pub fn retry_topics(&self, name: &str) -> Vec<(String, Duration)> {
+        if self.ordering == Ordering::Strict {
+            return Vec::new();
+        }
+        self.dead_letter
+            .retry_topics
+            .iter()
+            .map(|d| {
+                let d = **d;
+                (format!("{name}.retry.{}", humantime::format_duration(d)), d)
+            })
+            .collect()
     }
 
     /// The dead-letter topic of connector `name`.
@@ -343,6 +382,22 @@ mod tests {
         assert_eq!(cfg.timeout, Duration::from_secs(30));
         assert_eq!(cfg.ordering, Ordering::Strict);
         assert_eq!(cfg.dead_letter_topic("crm"), "crm.dlq");
+        assert!(
+            cfg.retry_topics("crm").is_empty(),
+            "strict: no retry topics"
+        );
+        let relaxed = ResilienceConfig {
+            ordering: Ordering::Relaxed,
+            ..cfg
+        };
+        assert_eq!(
+            relaxed.retry_topics("crm"),
+            vec![
+                ("crm.retry.1m".to_owned(), Duration::from_secs(60)),
+                ("crm.retry.10m".to_owned(), Duration::from_secs(600)),
+                ("crm.retry.1h".to_owned(), Duration::from_secs(3600)),
+            ]
+        );
     }
 
     #[test]
@@ -394,6 +449,10 @@ ordering:         relaxed
                 "rate_limit.requests_per_second",
             ),
             ("timeout: 0s", "timeout"),
+            (
+                "dead_letter: { retry_topics: [1s, 0s] }",
+                "dead_letter.retry_topics",
+            ),
             ("dead_letter: { topic: 'a b' }", "dead_letter.topic"),
             ("fallback: { url: 'not a url' }", "fallback.url"),
         ] {

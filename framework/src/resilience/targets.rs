@@ -157,7 +157,10 @@ mod tests {
         let a = target("named", &cfg, "a.quota.test:443");
         let b = target("named", &cfg, "b.quota.test:443");
         assert!(Arc::ptr_eq(&a.limiter, &b.limiter));
-        assert!(!Arc::ptr_eq(&a.breaker, &b.breaker), "breakers stay per host");
+        assert!(
+            !Arc::ptr_eq(&a.breaker, &b.breaker),
+            "breakers stay per host"
+        );
         assert_eq!(a.limiter_key, "one-quota");
     }
 

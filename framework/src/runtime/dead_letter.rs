@@ -7,6 +7,16 @@
 //! by Kafka before the record's offset is stored, so a crash in between
 //! repeats it (a duplicate dead letter), never loses it.
 //!
+//! **Retry topics** (`ordering: relaxed`). A record still failing
+//! `retry.max_elapsed` after its first failure first waits in each retry
+//! topic in turn (`<connector>.retry.1m`, `.10m`, `.1h` by default), which
+//! the sink also consumes: a retry topic's partition pauses until its head
+//! record's time has come (`ferry-retry-not-before-ms`), so the rest of
+//! the source partition flows meanwhile. Tried again and failing in a way
+//! that may pass, it moves to the next retry topic; after the last, to the
+//! dead-letter topic. Its source coordinates, first failure time and
+//! attempt count travel with it.
+//!
 //! **Replay.** Each sink also consumes `<dead-letter topic>.replay`
 //! ([`replay_topic`]): `ferry dlq replay` puts dead letters there once their
 //! cause is fixed, and the running connector delivers them like any other
@@ -75,14 +85,31 @@ pub struct DeadLetters {
     producer: KafkaProducer,
     topic: String,
     connector: String,
+    /// Retry topics and their delays, in order.
+    stages: Vec<(String, Duration)>,
+}
+
+/// Where a record that is given up on goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// The dead-letter topic.
+    Dead,
+    /// Retry topic number `n`.
+    Retry(usize),
 }
 
 impl DeadLetters {
-    pub fn new(producer: KafkaProducer, topic: &str, connector: &str) -> Self {
+    pub fn new(
+        producer: KafkaProducer,
+        topic: &str,
+        connector: &str,
+        stages: Vec<(String, Duration)>,
+    ) -> Self {
         Self {
             producer,
             topic: topic.to_owned(),
             connector: connector.to_owned(),
+            stages,
         }
     }
 
@@ -90,11 +117,42 @@ impl DeadLetters {
         &self.topic
     }
 
-    /// The dead letter for `record`: its key, value and headers as they were
-    /// in Kafka (earlier dead-letter headers replaced), plus why.
-    pub fn letter(&self, record: &SinkRecord, failure: &Failure) -> OutgoingRecord {
-        // A replayed record keeps the coordinates it first failed at.
-        let replayed = record.topic == replay_topic(&self.topic);
+    /// The retry topic `topic` is, by its place in the order.
+    pub fn stage_of(&self, topic: &str) -> Option<usize> {
+        self.stages.iter().position(|(t, _)| t == topic)
+    }
+
+    /// Whether `topic` is one this sink's own records come back on (a
+    /// retry topic, or the replay topic).
+    fn is_ours(&self, topic: &str) -> bool {
+        self.stage_of(topic).is_some() || topic == replay_topic(&self.topic)
+    }
+
+    /// Where `record`, given up on for `class`, goes: a record that may yet
+    /// pass goes to the next retry topic while there is one.
+    pub fn destination(&self, record: &SinkRecord, class: Class) -> Destination {
+        if class != Class::RetriesExhausted {
+            return Destination::Dead;
+        }
+        let next = self.stage_of(&record.topic).map_or(0, |s| s + 1);
+        if next < self.stages.len() {
+            Destination::Retry(next)
+        } else {
+            Destination::Dead
+        }
+    }
+
+    /// The record for `destination`: `record`'s key, value and headers as
+    /// they were in Kafka (earlier dead-letter headers replaced), plus why.
+    pub fn letter(
+        &self,
+        record: &SinkRecord,
+        failure: &Failure,
+        destination: Destination,
+    ) -> OutgoingRecord {
+        // A record back from a retry topic or a replay keeps the coordinates
+        // it first failed at, and its history.
+        let replayed = self.is_ours(&record.topic);
         let header = |name: &str| {
             record
                 .headers
@@ -137,15 +195,38 @@ impl DeadLetters {
             .take(1000)
             .collect();
         add(h::ERROR_MESSAGE, message);
-        add(h::ATTEMPTS, failure.attempts.to_string());
-        add(h::FIRST_FAILURE_MS, failure.first_ms.to_string());
+        let earlier = |name: &str| {
+            if replayed {
+                header(name).and_then(|v| v.parse::<i64>().ok())
+            } else {
+                None
+            }
+        };
+        let attempts = i64::from(failure.attempts) + earlier(h::ATTEMPTS).unwrap_or(0);
+        let first_ms =
+            earlier(h::FIRST_FAILURE_MS).map_or(failure.first_ms, |f| f.min(failure.first_ms));
+        add(h::ATTEMPTS, attempts.to_string());
+        add(h::FIRST_FAILURE_MS, first_ms.to_string());
         add(h::LAST_FAILURE_MS, failure.last_ms.to_string());
         add(h::CONNECTOR, self.connector.clone());
         add(h::SOURCE_TOPIC, source_topic);
         add(h::SOURCE_PARTITION, source_partition);
         add(h::SOURCE_OFFSET, source_offset);
+        let topic = match destination {
+            Destination::Retry(n) if n < self.stages.len() => {
+                let (topic, delay) = &self.stages[n];
+                add(h::RETRY_STAGE, n.to_string());
+                let delay = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                add(
+                    h::RETRY_NOT_BEFORE_MS,
+                    now_ms().saturating_add(delay).to_string(),
+                );
+                topic.clone()
+            }
+            _ => self.topic.clone(),
+        };
         OutgoingRecord {
-            topic: self.topic.clone(),
+            topic,
             key: record.raw_key.clone(),
             payload: record.raw.clone(),
             headers: out,
@@ -157,7 +238,8 @@ impl DeadLetters {
     /// with backoff for as long as it takes (the record's offset is not
     /// stored meanwhile; a stop drops the wait and the record is read again).
     pub async fn send(&self, record: &SinkRecord, failure: &Failure) {
-        let letter = self.letter(record, failure);
+        let destination = self.destination(record, failure.class);
+        let letter = self.letter(record, failure, destination);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.producer.send(letter.clone()).await {
@@ -169,6 +251,20 @@ impl DeadLetters {
                 }
             }
         }
+        if let Destination::Retry(n) = destination {
+            metrics::counter!(m::RETRY_TOPIC_RECORDS_TOTAL, "connector" => self.connector.clone())
+                .increment(1);
+            tracing::warn!(
+                connector = %self.connector,
+                at = %record.at(),
+                retry_topic = %letter.topic,
+                stage = n,
+                correlation_id = %record.correlation_id,
+                error = %failure.error,
+                "record still failing; it waits in a retry topic and its partition flows on"
+            );
+            return;
+        }
         metrics::counter!(m::DEAD_LETTERS_TOTAL, "connector" => self.connector.clone(), "class" => failure.class.as_str())
             .increment(1);
         tracing::warn!(
@@ -179,6 +275,131 @@ impl DeadLetters {
             correlation_id = %record.correlation_id,
             error = %failure.error,
             "record dead-lettered; the sink goes on with the next one"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::KafkaConfig;
+
+    fn letters() -> DeadLetters {
+        // librdkafka connects lazily: nothing is sent in these tests.
+        let producer =
+            KafkaProducer::new(&KafkaConfig::default(), "127.0.0.1:1").expect("producer");
+        DeadLetters::new(
+            producer,
+            "crm.dlq",
+            "crm",
+            vec![
+                ("crm.retry.1m".into(), Duration::from_secs(60)),
+                ("crm.retry.10m".into(), Duration::from_secs(600)),
+            ],
+        )
+    }
+
+    fn record(topic: &str, headers: Vec<(String, Vec<u8>)>) -> SinkRecord {
+        SinkRecord {
+            topic: topic.into(),
+            partition: 2,
+            offset: 41,
+            timestamp: None,
+            key: Some("k".into()),
+            raw_key: Some(b"k".to_vec()),
+            value: serde_json::Value::Null,
+            raw: Some(vec![0, 1, 2]),
+            headers,
+            correlation_id: "corr".into(),
+        }
+    }
+
+    fn failure(class: Class, attempts: u32, first_ms: i64) -> Failure {
+        Failure {
+            class,
+            error: ConnectorError::http_status(503, "HTTP 503"),
+            attempts,
+            first_ms,
+            last_ms: first_ms + 5,
+        }
+    }
+
+    fn get<'a>(r: &'a OutgoingRecord, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    #[test]
+    fn a_record_given_up_on_walks_the_retry_topics_then_the_dead_letter_topic() {
+        let l = letters();
+        let rejected = record("crm.contacts", vec![]);
+        assert_eq!(l.destination(&rejected, Class::Rejected), Destination::Dead);
+        assert_eq!(l.destination(&rejected, Class::Decode), Destination::Dead);
+        let mut r = record("crm.contacts", vec![("app".into(), b"x".to_vec())]);
+        let mut attempts = 0;
+        for (stage, expected) in [
+            (0, Destination::Retry(0)),
+            (1, Destination::Retry(1)),
+            (2, Destination::Dead),
+        ] {
+            let d = l.destination(&r, Class::RetriesExhausted);
+            assert_eq!(d, expected, "stage {stage}");
+            let out = l.letter(&r, &failure(Class::RetriesExhausted, 3, 1_000 + stage), d);
+            attempts += 3;
+            // Coordinates, first failure and attempts travel with it.
+            assert_eq!(get(&out, h::SOURCE_TOPIC), Some("crm.contacts"));
+            assert_eq!(get(&out, h::SOURCE_PARTITION), Some("2"));
+            assert_eq!(get(&out, h::SOURCE_OFFSET), Some("41"));
+            assert_eq!(get(&out, h::FIRST_FAILURE_MS), Some("1000"));
+            assert_eq!(get(&out, h::ATTEMPTS), Some(attempts.to_string().as_str()));
+            assert_eq!(get(&out, "app"), Some("x"), "the record's own headers");
+            assert_eq!(out.payload.as_deref(), Some(&[0u8, 1, 2][..]));
+            assert_eq!(out.key.as_deref(), Some(&b"k"[..]));
+            match d {
+                Destination::Retry(n) => {
+                    assert_eq!(out.topic, l.stages[n].0);
+                    assert_eq!(get(&out, h::RETRY_STAGE), Some(n.to_string().as_str()));
+                    let not_before: i64 = get(&out, h::RETRY_NOT_BEFORE_MS)
+                        .and_then(|v| v.parse().ok())
+                        .expect("not before");
+                    assert!(not_before >= now_ms() + 59_000);
+                }
+                Destination::Dead => {
+                    assert_eq!(out.topic, "crm.dlq");
+                    assert_eq!(get(&out, h::RETRY_STAGE), None);
+                    assert_eq!(get(&out, h::ERROR_CLASS), Some("retries_exhausted"));
+                    assert_eq!(get(&out, h::ERROR_STATUS), Some("503"));
+                }
+            }
+            // As the sink reads it back from where it went.
+            r = record(&out.topic, out.headers.clone());
+        }
+    }
+
+    #[test]
+    fn a_new_failure_does_not_borrow_another_records_history() {
+        let l = letters();
+        // Headers that look like ours on a record of the source topic (a
+        // dead letter copied there by hand) are not trusted.
+        let r = record(
+            "crm.contacts",
+            vec![
+                (h::SOURCE_OFFSET.into(), b"7".to_vec()),
+                (h::ATTEMPTS.into(), b"99".to_vec()),
+            ],
+        );
+        let out = l.letter(&r, &failure(Class::Rejected, 1, 5), Destination::Dead);
+        assert_eq!(get(&out, h::SOURCE_OFFSET), Some("41"));
+        assert_eq!(get(&out, h::ATTEMPTS), Some("1"));
+        assert_eq!(
+            out.headers
+                .iter()
+                .filter(|(k, _)| k == h::SOURCE_OFFSET)
+                .count(),
+            1,
+            "earlier dead-letter headers are replaced, not repeated"
         );
     }
 }

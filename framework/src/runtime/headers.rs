@@ -33,6 +33,10 @@ pub mod dead_letter {
     pub const SOURCE_OFFSET: &str = "ferry-dlq-source-offset";
     /// How many times `ferry dlq replay` has put it back already.
     pub const REPLAYS: &str = "ferry-dlq-replays";
+    /// On a retry topic's record: which retry topic (0 = the first).
+    pub const RETRY_STAGE: &str = "ferry-retry-stage";
+    /// On a retry topic's record: not to be tried again before this.
+    pub const RETRY_NOT_BEFORE_MS: &str = "ferry-retry-not-before-ms";
 
     /// Every header above: a dead letter that goes back to the DLQ again
     /// carries fresh ones, not both.
@@ -47,5 +51,7 @@ pub mod dead_letter {
         SOURCE_TOPIC,
         SOURCE_PARTITION,
         SOURCE_OFFSET,
+        RETRY_STAGE,
+        RETRY_NOT_BEFORE_MS,
     ];
 }

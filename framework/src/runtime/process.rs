@@ -407,10 +407,18 @@ impl Running {
                 }
                 Planned::Sink { mut settings, make } => {
                     let dead_letters = self.dead_letter_topic(&name, &settings).await?;
-                    // The sink also delivers what `ferry dlq replay` puts back.
+                    // The sink also delivers what `ferry dlq replay` puts
+                    // back, and what waits in its retry topics.
                     settings
                         .topics
                         .push(super::dead_letter::replay_topic(dead_letters.topic()));
+                    settings.topics.extend(
+                        settings
+                            .resilience
+                            .retry_topics(&name)
+                            .into_iter()
+                            .map(|(t, _)| t),
+                    );
                     let (kafka, bootstrap, codecs, shutdown) = (
                         self.kafka.clone(),
                         self.endpoints.kafka.clone(),
@@ -463,9 +471,9 @@ impl Running {
 }
 
 impl Running {
-    /// Creates sink `name`'s dead-letter topic and its replay topic unless
-    /// they exist: as many partitions as the (first) topic it consumes, not
-    /// compacted.
+    /// Creates sink `name`'s dead-letter topic, its replay topic and (with
+    /// `ordering: relaxed`) its retry topics unless they exist: as many
+    /// partitions as the (first) topic it consumes, not compacted.
     async fn dead_letter_topic(
         &self,
         name: &str,
@@ -493,10 +501,19 @@ impl Running {
             ..spec
         };
         self.admin_client.ensure_topic(&replay).await?;
+        let stages = settings.resilience.retry_topics(name);
+        for (retry, _) in &stages {
+            let spec = TopicSpec {
+                name: retry.clone(),
+                ..replay.clone()
+            };
+            self.admin_client.ensure_topic(&spec).await?;
+        }
         Ok(super::dead_letter::DeadLetters::new(
             self.producer.clone(),
             &topic,
             name,
+            stages,
         ))
     }
 

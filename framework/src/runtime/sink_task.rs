@@ -197,6 +197,13 @@ pub(crate) async fn run(
         next_offsets: BTreeMap::new(),
         revoked: BTreeSet::new(),
         revoking: None,
+        delayed: BTreeMap::new(),
+        retry_topics: settings
+            .resilience
+            .retry_topics(name)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect(),
         commits: VecDeque::new(),
         commit_failures: 0,
         release_commit_within: close_within(env.stop_budget),
@@ -292,6 +299,11 @@ struct SinkTask<'a> {
     /// Partitions revoked and not assigned again: their records are dropped.
     revoked: BTreeSet<TopicPartition>,
     revoking: Option<Revoking>,
+    /// Retry topics' partitions paused until their head record's time has
+    /// come: the offset to read from again, and when.
+    delayed: BTreeMap<TopicPartition, (i64, Instant)>,
+    /// This sink's retry topics (`ordering: relaxed`).
+    retry_topics: BTreeSet<String>,
     /// Commits started after each batch (blocking threads), oldest first.
     /// A batch is handed to the sink only while at most one is unfinished,
     /// so at most two batches are ever written and not committed; a failed
@@ -407,7 +419,11 @@ impl SinkTask<'_> {
             };
             let is_writing = self.writing.is_some();
             let writing = OptionFuture::from(self.writing.as_mut());
+            let next_resume = self.delayed.values().map(|(_, at)| *at).min();
             tokio::select! {
+                _ = tokio::time::sleep_until(next_resume.unwrap_or(wake)), if next_resume.is_some() => {
+                    self.resume_due().await?;
+                }
                 _ = shutdown.cancelled(), if stopping.is_none() => {
                     stopping = Some(Instant::now() + drain_within);
                 }
@@ -459,8 +475,18 @@ impl SinkTask<'_> {
                     match got.map_err(|e| ConnectorError::external(e.to_string()))? {
                         Received::Message(msg) => {
                             let tp = (msg.topic().to_owned(), msg.partition());
-                            // Records of a revoked partition belong to its new owner.
-                            if !self.revoked.contains(&tp) {
+                            let wait = if self.retry_topics.contains(msg.topic()) {
+                                not_yet(&msg)
+                            } else {
+                                None
+                            };
+                            if self.revoked.contains(&tp) || self.delayed.contains_key(&tp) {
+                                // A revoked partition's records belong to its
+                                // new owner; those prefetched behind a head
+                                // that waits are read again after the wait.
+                            } else if let Some(wait) = wait {
+                                self.delay(tp, msg.offset(), wait)?;
+                            } else {
                                 self.next_offsets.insert(tp, msg.offset() + 1);
                                 let entry = decode(self.codecs, &msg).await?;
                                 self.buffered_bytes += entry.size();
@@ -723,6 +749,7 @@ impl SinkTask<'_> {
 
     fn forget(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
+            self.delayed.remove(tp);
             self.next_offsets.remove(tp);
             self.revoked.insert(tp.clone());
         }
@@ -737,6 +764,7 @@ impl SinkTask<'_> {
             self.oldest = None;
         }
         for tp in partitions {
+            self.delayed.remove(tp);
             self.revoked.insert(tp.clone());
         }
         before - self.buffer.len()
@@ -747,9 +775,59 @@ impl SinkTask<'_> {
             .consumer
             .assignment()
             .map_err(|e| ConnectorError::internal(e.to_string()))?;
+        // Retry topics' partitions waiting for their time stay paused.
+        let assigned: Vec<TopicPartition> = assigned
+            .into_iter()
+            .filter(|tp| pause || !self.delayed.contains_key(tp))
+            .collect();
         self.consumer
             .pause(&assigned, pause)
             .map_err(|e| ConnectorError::internal(format!("pausing/resuming partitions: {e}")))
+    }
+
+    /// A retry topic's head record is not due yet: pause its partition
+    /// until it is, and read from it again then.
+    fn delay(
+        &mut self,
+        tp: TopicPartition,
+        offset: i64,
+        wait: Duration,
+    ) -> Result<(), ConnectorError> {
+        self.consumer
+            .pause(std::slice::from_ref(&tp), true)
+            .map_err(|e| ConnectorError::internal(format!("pausing a retry topic: {e}")))?;
+        self.next_offsets.insert(tp.clone(), offset);
+        self.delayed.insert(tp, (offset, Instant::now() + wait));
+        Ok(())
+    }
+
+    /// Resumes the retry topics' partitions whose time has come, from their
+    /// waiting record.
+    async fn resume_due(&mut self) -> Result<(), ConnectorError> {
+        let now = Instant::now();
+        let due: Vec<(TopicPartition, i64)> = self
+            .delayed
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(tp, (offset, _))| (tp.clone(), *offset))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        for (tp, _) in &due {
+            self.delayed.remove(tp);
+        }
+        self.consumer
+            .seek(due.clone())
+            .await
+            .map_err(|e| ConnectorError::external(format!("seeking a retry topic: {e}")))?;
+        if !self.paused {
+            let partitions: Vec<TopicPartition> = due.into_iter().map(|(tp, _)| tp).collect();
+            self.consumer
+                .pause(&partitions, false)
+                .map_err(|e| ConnectorError::internal(format!("resuming a retry topic: {e}")))?;
+        }
+        Ok(())
     }
 
     fn transient(&mut self, e: &rdkafka::error::KafkaError) -> Result<(), ConnectorError> {
@@ -794,6 +872,13 @@ async fn write_with_retry(
     policy: ResilienceConfig,
 ) -> Written {
     let mut backoff = Backoff::new(policy.retry.initial_backoff, policy.retry.max_backoff);
+    // A record back from a retry topic had its wait: one more write (the
+    // stack's own retries included), then on to the next retry topic.
+    let retry_topics: BTreeSet<String> = policy
+        .retry_topics(&name)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     let mut written = vec![false; batch.len()];
     let mut dead = vec![false; batch.len()];
     // Per record: failed attempts, first failure (epoch ms, instant).
@@ -834,7 +919,8 @@ async fn write_with_retry(
                     if !e.is_retryable() {
                         give_up.push((*i, Class::Rejected, e));
                     } else if policy.ordering == Ordering::Relaxed
-                        && now.duration_since(f.2) >= policy.retry.max_elapsed
+                        && (retry_topics.contains(&batch[*i].topic)
+                            || now.duration_since(f.2) >= policy.retry.max_elapsed)
                     {
                         give_up.push((*i, Class::RetriesExhausted, e));
                     } else {
@@ -897,6 +983,19 @@ async fn write_with_retry(
         batch,
         written,
     }
+}
+
+/// How long a retry topic's record still has to wait, if at all.
+fn not_yet(msg: &BorrowedMessage<'_>) -> Option<Duration> {
+    let not_before = msg
+        .headers()?
+        .iter()
+        .find(|h| h.key == headers::dead_letter::RETRY_NOT_BEFORE_MS)?
+        .value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<i64>().ok())?;
+    let wait = not_before.saturating_sub(now_ms());
+    (wait > 0).then(|| Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
 }
 
 /// A consumed message as the sink sees it; a value that cannot be decoded
@@ -1141,6 +1240,37 @@ mod tests {
             seen.lock().expect("lock").len(),
             51,
             "retried until it passed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_back_from_a_retry_topic_moves_on_after_one_more_write() {
+        let policy = ResilienceConfig {
+            ordering: Ordering::Relaxed,
+            ..ResilienceConfig::default()
+        };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (f, letters) = letters();
+        let mut from_retry = record(0, 0);
+        from_retry.topic = "s.retry.1m".into();
+        let started = Instant::now();
+        let done = write_with_retry(
+            "s".into(),
+            BoxedSink::new(Refuses0(Arc::clone(&seen))),
+            vec![from_retry],
+            f,
+            policy,
+        )
+        .await;
+        assert_eq!(done.written, vec![true]);
+        assert_eq!(
+            *letters.lock().expect("lock"),
+            vec![(0, Class::RetriesExhausted, 1)]
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no wait: it had its wait"
         );
     }
 
