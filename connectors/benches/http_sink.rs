@@ -84,8 +84,8 @@ async fn main() {
     }))
     .expect("config");
     let resilience = ResilienceConfig::default();
-    let mut with = HttpSink::new("with", cfg.clone(), Outbound::new("with", &resilience))
-        .expect("sink");
+    let mut with =
+        HttpSink::new("with", cfg.clone(), Outbound::new("with", &resilience)).expect("sink");
     let mut without =
         HttpSink::new("without", cfg, Outbound::bare("without", &resilience)).expect("sink");
     let batch = records(n);
@@ -102,7 +102,10 @@ async fn main() {
             let y = run(&mut without, &batch).await;
             (run(&mut with, &batch).await, y)
         };
-        println!("run {i}: with stack {x:.0} rec/s, without {y:.0} rec/s, ratio {:.3}", x / y);
+        println!(
+            "run {i}: with stack {x:.0} rec/s, without {y:.0} rec/s, ratio {:.3}",
+            x / y
+        );
         a.push(x);
         b.push(y);
         ratios.push(x / y);

@@ -671,12 +671,14 @@ fn down_source(base: &str, resilience: &str) -> HttpPollSource {
     let rc: ferry::resilience::ResilienceConfig =
         serde_json::from_value(serde_yaml::from_str::<Value>(resilience).expect("yaml"))
             .expect("resilience config");
-    HttpPollSource::new("down", cfg, ferry::resilience::Outbound::new("down", &rc))
-        .expect("builds")
+    HttpPollSource::new("down", cfg, ferry::resilience::Outbound::new("down", &rc)).expect("builds")
 }
 
 fn downs(fake: &Fake) -> usize {
-    fake.requests().iter().filter(|r| r.starts_with("/down")).count()
+    fake.requests()
+        .iter()
+        .filter(|r| r.starts_with("/down"))
+        .count()
 }
 
 #[tokio::test]
