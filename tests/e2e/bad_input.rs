@@ -282,6 +282,10 @@ fn connector_config_mistakes_name_the_connector_and_key() {
             vec!["connectors[0].fallback", "skip"],
         ),
         (
+            "  - name: a\n    type: http\n    topic: t\n    url: http://x/y\n    fallback: skip\n",
+            vec!["connectors[0].fallback", "poll sources"],
+        ),
+        (
             "  - name: a\n    type: http\n    topic: t\n    url: http://x/y\n    ordering: loose\n",
             vec!["connectors[0].ordering", "loose"],
         ),

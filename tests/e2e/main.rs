@@ -2,7 +2,9 @@
 //! standard clients. One test binary (built once); a module per suite.
 
 mod bad_input;
+mod chaos;
 mod compose;
+mod dlq;
 mod fake_target;
 mod pipeline;
 mod quickstart;

@@ -218,7 +218,8 @@ async fn keep_changing(demo: &Demo, contacts: usize, changes: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_version_the_crm_serves_reaches_the_target_in_order() {
     // A third connector fails on every attempt: the other two must not notice.
-    let broken = "  - name: broken\n    type: http_poll\n    url: http://127.0.0.1:9/nothing\n    topic: broken.events\n";
+    // (Two quick attempts per poll, then the task restarts with backoff.)
+    let broken = "  - name: broken\n    type: http_poll\n    url: http://127.0.0.1:9/nothing\n    topic: broken.events\n    retry: { max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }\n";
     let p = Pipeline::start(60, 25, 500, broken).await;
     let mut ferry = p.spawn();
     keep_changing(p.demo(), 60, 300).await;

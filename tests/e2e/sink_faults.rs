@@ -158,13 +158,17 @@ connectors:
 
     /// Every record in the sink's dead-letter topic (`sink.dlq`), in order.
     fn dead_letters(&self) -> Vec<Letter> {
+        self.records_of("sink.dlq")
+    }
+
+    /// Every record of partition 0 of `topic`, in order.
+    fn records_of(&self, topic: &str) -> Vec<Letter> {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.broker.bootstrap)
             .set("group.id", "dlq-reader")
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
-        let topic = "sink.dlq";
         let (_, high) = c
             .fetch_watermarks(topic, 0, Duration::from_secs(10))
             .expect("the dead-letter topic exists");
@@ -657,5 +661,79 @@ async fn relaxed_ordering_dead_letters_a_record_that_outlasts_every_retry_topic(
     assert_eq!(s.status()["restarts"], 0);
     assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
     target.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_topic_parks_records_while_the_target_is_unreachable() {
+    let s = Setup::new("faults.parked").await;
+    let records: Vec<_> = (0..5).map(|i| json_record(&format!("p{i}"))).collect();
+    s.produce(&records).await;
+    // Nothing listens there: every call fails to connect.
+    let nowhere = free_addr();
+    let config = s.config(
+        &format!(
+            "    url: http://{nowhere}/ok/{{{{ key }}}}\n    retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}\n    fallback: {{ topic: sink.parked }}\n"
+        ),
+        "",
+    );
+    let mut ferry = s.run(&config);
+    wait_committed(&s, 5).await;
+    let parked = s.records_of("sink.parked");
+    assert_eq!(parked.len(), 5, "{parked:?}");
+    for (i, p) in parked.iter().enumerate() {
+        assert_eq!(p.key.as_deref(), Some(format!("p{i}").as_str()));
+        assert_eq!(p.value, records[i].1);
+        assert_eq!(p.headers["ferry-dlq-error-class"], "parked");
+        assert_eq!(p.headers["ferry-dlq-source-offset"], i.to_string());
+        assert!(
+            p.headers["ferry-dlq-error-message"].contains("cannot connect"),
+            "{p:?}"
+        );
+    }
+    assert!(s.dead_letters().is_empty());
+    let status = s.status();
+    assert_eq!(status["state"], "RUNNING", "{status}");
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_url_takes_what_the_target_cannot() {
+    let s = Setup::new("faults.fallback").await;
+    s.produce(&around(json_record("elsewhere"))).await;
+    let primary = FakeTarget::start().await;
+    let secondary = FakeTarget::start().await;
+    primary.unavailable("elsewhere");
+    let config = s.config(
+        &format!(
+            "    url: {}/ok/{{{{ key }}}}\n    retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}\n    fallback: {{ url: '{}/ok/{{{{ key }}}}' }}\n",
+            primary.url(),
+            secondary.url()
+        ),
+        "",
+    );
+    let mut ferry = s.run(&config);
+    wait_delivered(&primary, 10, &ferry).await;
+    wait_committed(&s, 11).await;
+    assert_everything_but_the_bad_one(&primary);
+    assert_eq!(
+        secondary.delivered(),
+        ["elsewhere"],
+        "the fallback got it, once"
+    );
+    assert_eq!(
+        primary
+            .seen()
+            .iter()
+            .filter(|r| r.path == "/ok/elsewhere")
+            .count(),
+        2,
+        "the primary was tried max_attempts times first"
+    );
+    assert!(s.dead_letters().is_empty());
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    primary.stop().await;
+    secondary.stop().await;
     s.stop().await;
 }

@@ -540,7 +540,13 @@ pub(crate) enum Filter {
 }
 
 const FILTER_KEYS: &str = "class, status, key, source_topic, connector";
-const CLASSES: [&str; 3] = ["decode", "rejected", "retries_exhausted"];
+// As `ferry::runtime::dead_letter::Class::as_str` spells them.
+fn classes() -> Vec<&'static str> {
+    ferry::runtime::dead_letter::Class::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect()
+}
 
 impl Filter {
     fn parse(s: &str) -> Result<Self, String> {
@@ -551,10 +557,10 @@ impl Filter {
             return Err(format!("`{s}` has no value"));
         }
         match k {
-            "class" if CLASSES.contains(&v) => Ok(Self::Class(v.to_owned())),
+            "class" if classes().contains(&v) => Ok(Self::Class(v.to_owned())),
             "class" => Err(format!(
                 "unknown class `{v}` (classes: {})",
-                CLASSES.join(", ")
+                classes().join(", ")
             )),
             "status" => v
                 .parse::<u16>()
@@ -653,14 +659,20 @@ fn latest_per_source(letters: Vec<DeadLetter>) -> (Vec<DeadLetter>, Vec<(DeadLet
     (kept, superseded)
 }
 
+/// A topic and one of its partitions.
+type TopicPartition = (String, i32);
+
 /// Per source partition, the last offset of each key looked for.
-type Latest = BTreeMap<(String, i32), BTreeMap<Vec<u8>, i64>>;
+type Latest = BTreeMap<TopicPartition, BTreeMap<Vec<u8>, i64>>;
+
+/// Per source partition, where to start scanning and the keys to look for.
+type ScanPlan = BTreeMap<TopicPartition, (i64, BTreeSet<Vec<u8>>)>;
 
 /// Per source partition: where to start scanning (just past the oldest
 /// dead letter's offset) and the keys to look for. Keyless dead letters
 /// and ones without source headers have nothing to compare with.
-fn scan_plan(letters: &[DeadLetter]) -> BTreeMap<(String, i32), (i64, BTreeSet<Vec<u8>>)> {
-    let mut plan: BTreeMap<(String, i32), (i64, BTreeSet<Vec<u8>>)> = BTreeMap::new();
+fn scan_plan(letters: &[DeadLetter]) -> ScanPlan {
+    let mut plan = ScanPlan::new();
     for l in letters {
         let (Some(key), Some(src)) = (&l.key, l.source()) else {
             continue;

@@ -349,6 +349,14 @@ impl ResilienceConfig {
             .collect()
     }
 
+    /// The parking topic (`fallback: { topic }`), if set.
+    pub fn parking_topic(&self) -> Option<String> {
+        match &self.fallback {
+            Some(FallbackConfig::Topic(t)) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
     /// The dead-letter topic of connector `name`.
     pub fn dead_letter_topic(&self, name: &str) -> String {
         self.dead_letter

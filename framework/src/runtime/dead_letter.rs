@@ -44,14 +44,26 @@ pub enum Class {
     Rejected,
     /// `ordering: relaxed`: it kept failing past `retry.max_elapsed`.
     RetriesExhausted,
+    /// `fallback: { topic }`: the target was unavailable, the record was
+    /// parked instead of waiting.
+    Parked,
 }
 
 impl Class {
+    /// Every class, for commands that filter by it.
+    pub const ALL: [Self; 4] = [
+        Self::Decode,
+        Self::Rejected,
+        Self::RetriesExhausted,
+        Self::Parked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Decode => "decode",
             Self::Rejected => "rejected",
             Self::RetriesExhausted => "retries_exhausted",
+            Self::Parked => "parked",
         }
     }
 }
@@ -87,6 +99,8 @@ pub struct DeadLetters {
     connector: String,
     /// Retry topics and their delays, in order.
     stages: Vec<(String, Duration)>,
+    /// The parking topic (`fallback: { topic }`).
+    park: Option<String>,
 }
 
 /// Where a record that is given up on goes.
@@ -96,6 +110,8 @@ pub enum Destination {
     Dead,
     /// Retry topic number `n`.
     Retry(usize),
+    /// The parking topic.
+    Park,
 }
 
 impl DeadLetters {
@@ -104,17 +120,33 @@ impl DeadLetters {
         topic: &str,
         connector: &str,
         stages: Vec<(String, Duration)>,
+        park: Option<String>,
     ) -> Self {
         Self {
             producer,
             topic: topic.to_owned(),
             connector: connector.to_owned(),
             stages,
+            park,
         }
     }
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The topics records come back on: the replay topics (of the
+    /// dead-letter topic and of the parking topic) and the retry topics.
+    pub fn returning_topics(&self) -> Vec<String> {
+        let mut topics = vec![replay_topic(&self.topic)];
+        topics.extend(self.park.as_deref().map(replay_topic));
+        topics.extend(self.stages.iter().map(|(t, _)| t.clone()));
+        topics
+    }
+
+    /// The retry topics, in order.
+    pub fn retry_topics(&self) -> impl Iterator<Item = &str> {
+        self.stages.iter().map(|(t, _)| t.as_str())
     }
 
     /// The retry topic `topic` is, by its place in the order.
@@ -125,12 +157,17 @@ impl DeadLetters {
     /// Whether `topic` is one this sink's own records come back on (a
     /// retry topic, or the replay topic).
     fn is_ours(&self, topic: &str) -> bool {
-        self.stage_of(topic).is_some() || topic == replay_topic(&self.topic)
+        self.stage_of(topic).is_some()
+            || topic == replay_topic(&self.topic)
+            || self.park.as_ref().is_some_and(|p| topic == replay_topic(p))
     }
 
     /// Where `record`, given up on for `class`, goes: a record that may yet
     /// pass goes to the next retry topic while there is one.
     pub fn destination(&self, record: &SinkRecord, class: Class) -> Destination {
+        if class == Class::Parked && self.park.is_some() {
+            return Destination::Park;
+        }
         if class != Class::RetriesExhausted {
             return Destination::Dead;
         }
@@ -223,6 +260,7 @@ impl DeadLetters {
                 );
                 topic.clone()
             }
+            Destination::Park => self.park.clone().unwrap_or_else(|| self.topic.clone()),
             _ => self.topic.clone(),
         };
         OutgoingRecord {
@@ -265,6 +303,19 @@ impl DeadLetters {
             );
             return;
         }
+        if destination == Destination::Park {
+            metrics::counter!(m::PARKED_RECORDS_TOTAL, "connector" => self.connector.clone())
+                .increment(1);
+            tracing::warn!(
+                connector = %self.connector,
+                at = %record.at(),
+                parking_topic = %letter.topic,
+                correlation_id = %record.correlation_id,
+                error = %failure.error,
+                "target unavailable; record parked (fallback), its partition flows on"
+            );
+            return;
+        }
         metrics::counter!(m::DEAD_LETTERS_TOTAL, "connector" => self.connector.clone(), "class" => failure.class.as_str())
             .increment(1);
         tracing::warn!(
@@ -296,6 +347,7 @@ mod tests {
                 ("crm.retry.1m".into(), Duration::from_secs(60)),
                 ("crm.retry.10m".into(), Duration::from_secs(600)),
             ],
+            None,
         )
     }
 
@@ -366,6 +418,7 @@ mod tests {
                         .expect("not before");
                     assert!(not_before >= now_ms() + 59_000);
                 }
+                Destination::Park => panic!("nothing is parked without a parking topic"),
                 Destination::Dead => {
                     assert_eq!(out.topic, "crm.dlq");
                     assert_eq!(get(&out, h::RETRY_STAGE), None);
@@ -376,6 +429,33 @@ mod tests {
             // As the sink reads it back from where it went.
             r = record(&out.topic, out.headers.clone());
         }
+    }
+
+    #[test]
+    fn with_a_parking_topic_an_unavailable_target_parks_the_record() {
+        let producer =
+            KafkaProducer::new(&KafkaConfig::default(), "127.0.0.1:1").expect("producer");
+        let l = DeadLetters::new(
+            producer,
+            "crm.dlq",
+            "crm",
+            Vec::new(),
+            Some("crm.parked".into()),
+        );
+        let r = record("crm.contacts", vec![]);
+        assert_eq!(l.destination(&r, Class::Parked), Destination::Park);
+        assert_eq!(l.destination(&r, Class::Rejected), Destination::Dead);
+        let out = l.letter(&r, &failure(Class::Parked, 8, 10), Destination::Park);
+        assert_eq!(out.topic, "crm.parked");
+        assert_eq!(get(&out, h::ERROR_CLASS), Some("parked"));
+        // Replayed from the parking topic and refused for good: the dead
+        // letter names where it first came from.
+        let back = record("crm.parked.replay", out.headers.clone());
+        let dead = l.letter(&back, &failure(Class::Rejected, 1, 20), Destination::Dead);
+        assert_eq!(dead.topic, "crm.dlq");
+        assert_eq!(get(&dead, h::SOURCE_TOPIC), Some("crm.contacts"));
+        assert_eq!(get(&dead, h::SOURCE_OFFSET), Some("41"));
+        assert_eq!(get(&dead, h::ATTEMPTS), Some("9"));
     }
 
     #[test]

@@ -405,68 +405,81 @@ impl Running {
                     );
                     self.connector_tasks.push(task);
                 }
-                Planned::Sink { mut settings, make } => {
+                Planned::Sink { settings, make } => {
                     let dead_letters = self.dead_letter_topic(&name, &settings).await?;
-                    // The sink also delivers what `ferry dlq replay` puts
-                    // back, and what waits in its retry topics.
-                    settings
-                        .topics
-                        .push(super::dead_letter::replay_topic(dead_letters.topic()));
-                    settings.topics.extend(
-                        settings
-                            .resilience
-                            .retry_topics(&name)
-                            .into_iter()
-                            .map(|(t, _)| t),
-                    );
-                    let (kafka, bootstrap, codecs, shutdown) = (
-                        self.kafka.clone(),
-                        self.endpoints.kafka.clone(),
-                        self.codecs.clone(),
-                        self.shutdown.clone(),
-                    );
-                    let task_name = name.clone();
-                    let stop_budget = self.budget.task_drain();
-                    let task = supervise(
-                        name,
-                        "sink",
-                        self.statuses.clone(),
-                        self.shutdown.clone(),
-                        move |handle| {
-                            let (make, settings, kafka, bootstrap, codecs, shutdown, name) = (
-                                Arc::clone(&make),
-                                settings.clone(),
-                                kafka.clone(),
-                                bootstrap.clone(),
-                                codecs.clone(),
-                                shutdown.clone(),
-                                task_name.clone(),
-                            );
-                            let dead_letters = dead_letters.clone();
-                            async move {
-                                super::sink_task::run(
-                                    &name,
-                                    &make,
-                                    &settings,
-                                    super::sink_task::SinkEnv {
-                                        kafka: &kafka,
-                                        bootstrap: &bootstrap,
-                                        codecs: &codecs,
-                                        shutdown: &shutdown,
-                                        handle: &handle,
-                                        stop_budget,
-                                        dead_letters: &dead_letters,
-                                    },
-                                )
-                                .await
-                            }
-                        },
-                    );
-                    self.connector_tasks.push(task);
+                    // What `ferry dlq replay` puts back and what waits in
+                    // the retry topics is delivered by a second task of the
+                    // sink, in a group of its own: in the sink's group, the
+                    // assignor would balance partitions across all topics,
+                    // and a second process could end up with only these.
+                    let mut returning = (*settings).clone();
+                    returning.topics = dead_letters.returning_topics();
+                    returning.group_id = format!("{}-returning", settings.group_id);
+                    for (task_name, settings) in [
+                        (name.clone(), *settings),
+                        (format!("{name}.returning"), returning),
+                    ] {
+                        let task = self.sink_task(task_name, settings, &make, &dead_letters);
+                        self.connector_tasks.push(task);
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Supervises one sink task.
+    fn sink_task(
+        &self,
+        name: String,
+        settings: super::SinkSettings,
+        make: &super::SinkFactory,
+        dead_letters: &super::dead_letter::DeadLetters,
+    ) -> JoinHandle<()> {
+        let (kafka, bootstrap, codecs, shutdown) = (
+            self.kafka.clone(),
+            self.endpoints.kafka.clone(),
+            self.codecs.clone(),
+            self.shutdown.clone(),
+        );
+        let (make, dead_letters) = (Arc::clone(make), dead_letters.clone());
+        let task_name = name.clone();
+        let stop_budget = self.budget.task_drain();
+        supervise(
+            name,
+            "sink",
+            self.statuses.clone(),
+            self.shutdown.clone(),
+            move |handle| {
+                let (make, settings, kafka, bootstrap, codecs, shutdown, name) = (
+                    Arc::clone(&make),
+                    settings.clone(),
+                    kafka.clone(),
+                    bootstrap.clone(),
+                    codecs.clone(),
+                    shutdown.clone(),
+                    task_name.clone(),
+                );
+                let dead_letters = dead_letters.clone();
+                async move {
+                    super::sink_task::run(
+                        &name,
+                        &make,
+                        &settings,
+                        super::sink_task::SinkEnv {
+                            kafka: &kafka,
+                            bootstrap: &bootstrap,
+                            codecs: &codecs,
+                            shutdown: &shutdown,
+                            handle: &handle,
+                            stop_budget,
+                            dead_letters: &dead_letters,
+                        },
+                    )
+                    .await
+                }
+            },
+        )
     }
 }
 
@@ -502,9 +515,15 @@ impl Running {
         };
         self.admin_client.ensure_topic(&replay).await?;
         let stages = settings.resilience.retry_topics(name);
-        for (retry, _) in &stages {
+        let park = settings.resilience.parking_topic();
+        let mut more: Vec<String> = stages.iter().map(|(t, _)| t.clone()).collect();
+        if let Some(p) = &park {
+            more.push(p.clone());
+            more.push(super::dead_letter::replay_topic(p));
+        }
+        for name in more {
             let spec = TopicSpec {
-                name: retry.clone(),
+                name,
                 ..replay.clone()
             };
             self.admin_client.ensure_topic(&spec).await?;
@@ -514,6 +533,7 @@ impl Running {
             &topic,
             name,
             stages,
+            park,
         ))
     }
 

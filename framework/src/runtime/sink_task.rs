@@ -198,12 +198,7 @@ pub(crate) async fn run(
         revoked: BTreeSet::new(),
         revoking: None,
         delayed: BTreeMap::new(),
-        retry_topics: settings
-            .resilience
-            .retry_topics(name)
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect(),
+        retry_topics: env.dead_letters.retry_topics().map(str::to_owned).collect(),
         commits: VecDeque::new(),
         commit_failures: 0,
         release_commit_within: close_within(env.stop_budget),
@@ -589,6 +584,7 @@ impl SinkTask<'_> {
                 batch,
                 std::sync::Arc::clone(&self.dead_letter),
                 s.resilience.clone(),
+                self.retry_topics.clone(),
             )
             .boxed(),
         );
@@ -870,15 +866,12 @@ async fn write_with_retry(
     batch: Vec<SinkRecord>,
     dead_letter: DeadLetterFn,
     policy: ResilienceConfig,
+    // A record back from one of these had its wait: one more write (the
+    // stack's own retries included), then on to the next retry topic.
+    retry_topics: BTreeSet<String>,
 ) -> Written {
     let mut backoff = Backoff::new(policy.retry.initial_backoff, policy.retry.max_backoff);
-    // A record back from a retry topic had its wait: one more write (the
-    // stack's own retries included), then on to the next retry topic.
-    let retry_topics: BTreeSet<String> = policy
-        .retry_topics(&name)
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
+    let parking = policy.parking_topic().is_some();
     let mut written = vec![false; batch.len()];
     let mut dead = vec![false; batch.len()];
     // Per record: failed attempts, first failure (epoch ms, instant).
@@ -918,6 +911,10 @@ async fn write_with_retry(
                     f.0 += 1;
                     if !e.is_retryable() {
                         give_up.push((*i, Class::Rejected, e));
+                    } else if parking {
+                        // `fallback: { topic }`: the call's own retries are
+                        // over; park it rather than wait.
+                        give_up.push((*i, Class::Parked, e));
                     } else if policy.ordering == Ordering::Relaxed
                         && (retry_topics.contains(&batch[*i].topic)
                             || now.duration_since(f.2) >= policy.retry.max_elapsed)
@@ -1101,7 +1098,14 @@ mod tests {
     ) -> (impl std::future::Future<Output = Written>, Letters) {
         let (f, seen) = letters();
         (
-            write_with_retry("s".into(), BoxedSink::new(sink), batch, f, policy),
+            write_with_retry(
+                "s".into(),
+                BoxedSink::new(sink),
+                batch,
+                f,
+                policy,
+                BTreeSet::from(["s.retry.1m".to_owned()]),
+            ),
             seen,
         )
     }
@@ -1260,6 +1264,7 @@ mod tests {
             vec![from_retry],
             f,
             policy,
+            BTreeSet::from(["s.retry.1m".to_owned()]),
         )
         .await;
         assert_eq!(done.written, vec![true]);
@@ -1311,6 +1316,7 @@ mod tests {
             vec![record(0, 0), record(0, 1)],
             f,
             policy,
+            BTreeSet::new(),
         )
         .await;
         assert_eq!(done.written, vec![true, true]);

@@ -51,6 +51,8 @@ pub const RATE_LIMIT_UTILIZATION: &str = "ferry_rate_limit_utilization";
 pub const OUTBOUND_RETRIES_TOTAL: &str = "ferry_outbound_retries_total";
 /// Records a sink moved to a retry topic (`ordering: relaxed`), by `connector`.
 pub const RETRY_TOPIC_RECORDS_TOTAL: &str = "ferry_retry_topic_records_total";
+/// Records a sink parked in its fallback topic (target unavailable), by `connector`.
+pub const PARKED_RECORDS_TOTAL: &str = "ferry_parked_records_total";
 /// Records a sink sent to its dead-letter topic, by `connector` and `class`.
 pub const DEAD_LETTERS_TOTAL: &str = "ferry_dead_letters_total";
 /// Always 1; labels carry the version.

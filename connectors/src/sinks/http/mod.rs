@@ -25,11 +25,17 @@ pub const RECORDS_PER_WRITE: usize = 50;
 pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
     let cfg: HttpSinkConfig = parse_settings(ctx)?;
     let resilience = ctx.resilience()?;
-    if resilience.fallback.is_some() {
-        return Err(ctx.invalid(
-            "fallback",
-            "the http sink has no fallback yet: while its target is down it waits (partitions paused), and records it cannot deliver go to `dead_letter.topic`",
-        ));
+    match &resilience.fallback {
+        Some(ferry::resilience::FallbackConfig::Skip) => {
+            return Err(ctx.invalid(
+                "fallback",
+                "`skip` is for poll sources; a sink's fallback is `{ topic: NAME }` (park the records) or `{ url: URL }` (send them there)",
+            ))
+        }
+        Some(ferry::resilience::FallbackConfig::Url(u)) => {
+            Template::parse(u).map_err(|m| ctx.invalid("fallback.url", m))?;
+        }
+        _ => {}
     }
     ferry::config::validate_topic_name(&cfg.topic).map_err(|m| ctx.invalid("topic", m))?;
     let url = Template::parse(&cfg.url).map_err(|m| ctx.invalid("url", m))?;

@@ -17,7 +17,7 @@ use super::template::{render_body, Template};
 use crate::http::auth::Authenticator;
 use crate::http::status_error;
 use ferry::error::ConnectorError;
-use ferry::resilience::{Outbound, WhenOpen};
+use ferry::resilience::{FallbackConfig, Outbound, WhenOpen};
 use ferry::sink::{Sink, SinkFailure, SinkRecord};
 use serde_json::Value as Json;
 
@@ -26,6 +26,8 @@ pub struct HttpSink {
     cfg: HttpSinkConfig,
     method: reqwest::Method,
     url: Template,
+    /// `fallback: { url }`: where a record goes while the target is unavailable.
+    fallback_url: Option<Template>,
     headers: Vec<(String, Template)>,
     client: reqwest::Client,
     auth: Authenticator,
@@ -45,6 +47,10 @@ impl HttpSink {
             .parse::<reqwest::Method>()
             .map_err(|e| ConnectorError::user(format!("method `{}`: {e}", cfg.method)))?;
         let url = Template::parse(&cfg.url).map_err(ConnectorError::user)?;
+        let fallback_url = match &outbound.config().fallback {
+            Some(FallbackConfig::Url(u)) => Some(Template::parse(u).map_err(ConnectorError::user)?),
+            _ => None,
+        };
         let headers = cfg
             .headers
             .iter()
@@ -61,6 +67,7 @@ impl HttpSink {
             auth: Authenticator::new(cfg.auth.clone()),
             method,
             url,
+            fallback_url,
             headers,
             client,
             outbound,
@@ -114,11 +121,43 @@ impl HttpSink {
             return Ok(());
         };
         let url = self.url.render(first, true);
+        // With a fallback, an open breaker is not waited out: the record
+        // goes to the fallback (a URL here, a topic in the runtime).
+        let when_open = if self.outbound.config().fallback.is_some() {
+            WhenOpen::Skip
+        } else {
+            WhenOpen::Wait
+        };
+        match self.send_to(records, &body, &url, when_open).await {
+            Err(e) if e.is_retryable() => match &self.fallback_url {
+                Some(fallback) => {
+                    let fallback = fallback.render(first, true);
+                    tracing::warn!(connector = %self.name, at = %first.at(), error = %e, fallback = %ferry::telemetry::redact::url(&fallback), "target unavailable; sending to the fallback URL");
+                    self.send_to(records, &body, &fallback, WhenOpen::Wait)
+                        .await
+                }
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// One request for `records` to `url`, through the resilience stack.
+    async fn send_to(
+        &mut self,
+        records: &[SinkRecord],
+        body: &Json,
+        url: &str,
+        when_open: WhenOpen,
+    ) -> Result<(), ConnectorError> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
         let what = format!("connector `{}`: {}", self.name, self.method);
-        let target = url::Url::parse(&url).map_err(|e| {
+        let target = url::Url::parse(url).map_err(|e| {
             ConnectorError::user(format!(
                 "{what} {}: not a URL: {e}",
-                ferry::telemetry::redact::url(&url)
+                ferry::telemetry::redact::url(url)
             ))
         })?;
         for attempt in 0..2 {
@@ -127,7 +166,7 @@ impl HttpSink {
                 .request(self.method.clone(), target.clone())
                 .header("x-correlation-id", first.correlation_id.as_str());
             if self.method != reqwest::Method::GET && self.method != reqwest::Method::DELETE {
-                req = req.json(&body);
+                req = req.json(body);
             }
             for (k, t) in &self.headers {
                 req = req.header(k.as_str(), t.render(first, false));
@@ -146,7 +185,7 @@ impl HttpSink {
             let client = &self.client;
             let reply = self
                 .outbound
-                .call(&target, WhenOpen::Wait, || {
+                .call(&target, when_open, || {
                     crate::http::attempt(client, &request, None, &what)
                 })
                 .await
@@ -165,7 +204,7 @@ impl HttpSink {
                     status,
                     format!(
                         "{what} {}: HTTP {status}, a redirect to {}, not followed: the record is not delivered{hint}",
-                        ferry::telemetry::redact::url(&url),
+                        ferry::telemetry::redact::url(url),
                         ferry::telemetry::redact::url(reply.location())
                     ),
                 ));
@@ -176,7 +215,7 @@ impl HttpSink {
             }
             return Err(status_error(
                 &what,
-                &url,
+                url,
                 status,
                 &reply.text(),
                 self.outbound.retries(status),
@@ -184,7 +223,7 @@ impl HttpSink {
         }
         Err(ConnectorError::user(format!(
             "{}: HTTP 401 twice: the credentials are refused",
-            ferry::telemetry::redact::url(&url)
+            ferry::telemetry::redact::url(url)
         )))
     }
 }
