@@ -24,6 +24,18 @@ pub enum Retry {
     WithBackoff,
 }
 
+/// What a failure is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This record (or request): the others may well pass. A sink sends
+    /// such a record to its dead-letter topic when the failure is permanent.
+    Record,
+    /// The connector itself (its credentials refused, its configuration
+    /// wrong): every record would fail the same way, so none is
+    /// dead-lettered; the connector stops (`FAILED`) or retries.
+    Connector,
+}
+
 /// A connector's failure.
 #[derive(Debug, Clone)]
 pub struct ConnectorError {
@@ -32,6 +44,7 @@ pub struct ConnectorError {
     pub message: String,
     /// The HTTP status, when the failure was an answer from an HTTP peer.
     pub status: Option<u16>,
+    pub scope: Scope,
 }
 
 impl ConnectorError {
@@ -42,6 +55,7 @@ impl ConnectorError {
             retry: Retry::No,
             message: message.into(),
             status: None,
+            scope: Scope::Record,
         }
     }
 
@@ -52,6 +66,7 @@ impl ConnectorError {
             retry: Retry::WithBackoff,
             message: message.into(),
             status: None,
+            scope: Scope::Record,
         }
     }
 
@@ -62,6 +77,7 @@ impl ConnectorError {
             retry: Retry::WithBackoff,
             message: message.into(),
             status: None,
+            scope: Scope::Record,
         }
     }
 
@@ -82,7 +98,15 @@ impl ConnectorError {
             },
             message: message.into(),
             status: Some(status),
+            scope: Scope::Record,
         }
+    }
+
+    /// The same failure, about the connector rather than one record.
+    #[must_use]
+    pub fn for_connector(mut self) -> Self {
+        self.scope = Scope::Connector;
+        self
     }
 
     pub fn is_retryable(&self) -> bool {

@@ -79,6 +79,7 @@ connectors:
     url: http://127.0.0.1:9/contacts?api_key=${{env:FERRY_E2E_API_KEY}}
     topic: secrets.events
     interval: 200ms
+    retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}
     headers:
       Authorization: Bearer ${{env:FERRY_E2E_POLL_TOKEN}}
   # Answers 500 with the request's query and headers in the body.
@@ -87,6 +88,7 @@ connectors:
     url: {target}/echo/poll
     topic: secrets.events
     interval: 200ms
+    retry: {{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 20ms }}
     query:
       api_key: lit-apikey-8812
     headers:

@@ -104,15 +104,17 @@ impl Authenticator {
                 status,
                 &body,
                 status == 408 || status == 429 || status >= 500,
-            ));
+            )
+            .for_connector());
         }
         let answer: TokenAnswer = serde_json::from_str(&body).map_err(|e| {
             ConnectorError::user(format!(
                 "OAuth2 token answer from {} has no access_token: {e}",
                 ferry::telemetry::redact::url(token_url)
             ))
+            .for_connector()
         })?;
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300));
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300).min(365 * 24 * 3600));
         let until = Instant::now() + lifetime.saturating_sub(EARLY);
         ferry::telemetry::redact::register_dynamic(&answer.access_token);
         self.token = Some((answer.access_token.clone(), until));

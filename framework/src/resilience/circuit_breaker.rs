@@ -45,12 +45,22 @@ impl CircuitState {
     }
 }
 
+/// A call let through: report its outcome with [`CircuitBreaker::record`]
+/// (or [`CircuitBreaker::release`] if it never reached the target).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// A half-open probe.
+    pub probe: bool,
+    /// Which half-open period a probe belongs to: a probe of an earlier one
+    /// that ends late does not count in the current one.
+    generation: u64,
+}
+
 /// Whether a call may go out now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Go; report the outcome with [`CircuitBreaker::record`] (or
-    /// [`CircuitBreaker::release`] if the call never reached the target).
-    Allowed { probe: bool },
+    /// Go.
+    Allowed(Pass),
     /// Not before this instant (open, or every probe slot taken).
     OpenUntil(Instant),
 }
@@ -67,6 +77,8 @@ enum State {
 #[derive(Debug)]
 struct Inner {
     state: State,
+    /// Bumped each time the breaker goes half-open.
+    generation: u64,
     /// `(bucket start, calls, failures)`, oldest first.
     buckets: std::collections::VecDeque<(Instant, u32, u32)>,
 }
@@ -84,6 +96,7 @@ impl CircuitBreaker {
             config,
             inner: Mutex::new(Inner {
                 state: State::Closed,
+                generation: 0,
                 buckets: std::collections::VecDeque::new(),
             }),
         }
@@ -121,16 +134,24 @@ impl CircuitBreaker {
                 in_flight: 0,
                 succeeded: 0,
             };
+            inner.generation += 1;
         }
+        let generation = inner.generation;
         match &mut inner.state {
-            State::Closed => Admission::Allowed { probe: false },
+            State::Closed => Admission::Allowed(Pass {
+                probe: false,
+                generation,
+            }),
             State::HalfOpen {
                 in_flight,
                 succeeded,
             } => {
                 if *in_flight + *succeeded < self.config.half_open_probes.get() {
                     *in_flight += 1;
-                    Admission::Allowed { probe: true }
+                    Admission::Allowed(Pass {
+                        probe: true,
+                        generation,
+                    })
                 } else {
                     // Every probe is out: ask again shortly.
                     Admission::OpenUntil(now + self.probe_wait())
@@ -146,14 +167,15 @@ impl CircuitBreaker {
 
     /// Reports the outcome of an admitted call: `failed` when it says the
     /// target is in trouble.
-    pub fn record(&self, probe: bool, failed: bool) {
+    pub fn record(&self, pass: Pass, failed: bool) {
         let now = Instant::now();
         let mut inner = self.lock();
+        let current = inner.generation == pass.generation;
         match &mut inner.state {
             State::HalfOpen {
                 in_flight,
                 succeeded,
-            } if probe => {
+            } if pass.probe && current => {
                 *in_flight = in_flight.saturating_sub(1);
                 if failed {
                     inner.state = State::Open {
@@ -184,11 +206,14 @@ impl CircuitBreaker {
 
     /// An admitted call that never reached the target (cancelled, refused
     /// by a later layer): frees its probe slot, counts nothing.
-    pub fn release(&self, probe: bool) {
-        if !probe {
+    pub fn release(&self, pass: Pass) {
+        if !pass.probe {
             return;
         }
         let mut inner = self.lock();
+        if inner.generation != pass.generation {
+            return;
+        }
         if let State::HalfOpen { in_flight, .. } = &mut inner.state {
             *in_flight = in_flight.saturating_sub(1);
         }
@@ -240,10 +265,21 @@ mod tests {
 
     fn call(b: &CircuitBreaker, failed: bool) -> Admission {
         let a = b.admit();
-        if let Admission::Allowed { probe } = a {
-            b.record(probe, failed);
+        if let Admission::Allowed(pass) = a {
+            b.record(pass, failed);
         }
         a
+    }
+
+    fn probe(b: &CircuitBreaker) -> Pass {
+        match b.admit() {
+            Admission::Allowed(pass) if pass.probe => pass,
+            other => panic!("expected a probe, got {other:?}"),
+        }
+    }
+
+    fn is_probe(a: Admission) -> bool {
+        matches!(a, Admission::Allowed(p) if p.probe)
     }
 
     #[tokio::test(start_paused = true)]
@@ -295,14 +331,13 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(b.state(), CircuitState::HalfOpen);
         // Two probes out; a third call waits.
-        assert_eq!(b.admit(), Admission::Allowed { probe: true });
-        assert_eq!(b.admit(), Admission::Allowed { probe: true });
+        let (p1, p2) = (probe(&b), probe(&b));
         assert!(matches!(b.admit(), Admission::OpenUntil(_)));
-        b.record(true, false);
+        b.record(p1, false);
         assert_eq!(b.state(), CircuitState::HalfOpen);
-        b.record(true, false);
+        b.record(p2, false);
         assert_eq!(b.state(), CircuitState::Closed, "both probes succeeded");
-        assert_eq!(b.admit(), Admission::Allowed { probe: false });
+        assert!(matches!(b.admit(), Admission::Allowed(p) if !p.probe));
     }
 
     #[tokio::test(start_paused = true)]
@@ -312,7 +347,7 @@ mod tests {
             call(&b, true);
         }
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(call(&b, true), Admission::Allowed { probe: true });
+        assert!(is_probe(call(&b, true)));
         assert_eq!(b.state(), CircuitState::Open);
         tokio::time::advance(Duration::from_secs(4)).await;
         assert!(matches!(b.admit(), Admission::OpenUntil(_)));
@@ -326,9 +361,36 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(5)).await;
         for _ in 0..2 {
-            assert_eq!(b.admit(), Admission::Allowed { probe: true });
-            b.release(true);
+            let p = probe(&b);
+            b.release(p);
         }
-        assert_eq!(b.admit(), Admission::Allowed { probe: true });
+        assert!(is_probe(b.admit()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_probe_of_an_earlier_half_open_period_does_not_count() {
+        let b = breaker();
+        for _ in 0..4 {
+            call(&b, true);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (slow, failing) = (probe(&b), probe(&b));
+        b.record(failing, true);
+        assert_eq!(b.state(), CircuitState::Open);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let current = probe(&b);
+        // The slow probe of the first period succeeds now: it neither
+        // counts towards closing nor frees a slot of the current period.
+        b.record(slow, false);
+        b.release(slow);
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        let other = probe(&b);
+        assert!(
+            matches!(b.admit(), Admission::OpenUntil(_)),
+            "two probes out"
+        );
+        b.record(current, false);
+        b.record(other, false);
+        assert_eq!(b.state(), CircuitState::Closed);
     }
 }

@@ -210,7 +210,9 @@ impl Default for DeadLetterConfig {
 pub enum FallbackConfig {
     /// Park the records in this topic (sinks).
     Topic(String),
-    /// Send to this URL instead (HTTP connectors).
+    /// Send to this URL instead (HTTP connectors): a template like the
+    /// connector's `url`, which may hold secret references; the connector's
+    /// headers and auth go with the request.
     Url(String),
     /// Skip the cycle and keep the last position (sources).
     Skip,
@@ -243,7 +245,14 @@ impl<'de> Deserialize<'de> for FallbackConfig {
                 "`{w}`: expected `{{ topic: NAME }}`, `{{ url: URL }}` or `skip`"
             ))),
             Raw::Topic(t) => Ok(Self::Topic(t.topic)),
-            Raw::Url(u) => Ok(Self::Url(u.url)),
+            Raw::Url(u) => {
+                // As the main `url`: secret references resolved, the
+                // credentials in it registered for redaction.
+                let url = crate::config::secret::resolve_embedded(&u.url)
+                    .map_err(serde::de::Error::custom)?;
+                crate::config::secret::register_url_credentials(&url);
+                Ok(Self::Url(url))
+            }
         }
     }
 }
@@ -260,6 +269,23 @@ pub enum Ordering {
     /// After `retry.max_elapsed` the record goes to the dead-letter topic
     /// and its partition flows on (order per key is no longer guaranteed).
     Relaxed,
+}
+
+/// A delay as a topic-name-safe word in its largest whole unit: `1h`,
+/// `10m`, `90s`, `1500ms`.
+fn delay_name(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 impl ResilienceConfig {
@@ -304,19 +330,51 @@ impl ResilienceConfig {
                 return Err(err(key, "must be more than 0".into()));
             }
         }
-        if let Some(rps) = self.rate_limit.requests_per_second {
-            if !(rps.is_finite() && rps > 0.0) {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let mut bounded = vec![
+            ("retry.initial_backoff", r.initial_backoff, DAY),
+            ("retry.max_backoff", r.max_backoff, DAY),
+            ("retry.max_elapsed", r.max_elapsed, DAY * 30),
+            ("circuit_breaker.window", b.window, DAY),
+            ("circuit_breaker.open_for", b.open_for, DAY),
+            ("timeout", self.timeout, DAY),
+        ];
+        for d in &self.dead_letter.retry_topics {
+            bounded.push(("dead_letter.retry_topics", **d, DAY * 30));
+        }
+        for (key, d, max) in bounded {
+            if d > max {
                 return Err(err(
-                    "rate_limit.requests_per_second",
-                    format!("{rps} is not a positive rate"),
+                    key,
+                    format!("{d:?} is more than the most allowed, {max:?}"),
                 ));
             }
+        }
+        if let Some(rps) = self.rate_limit.requests_per_second {
+            if !(rps.is_finite() && (0.001..=1_000_000.0).contains(&rps)) {
+                return Err(err(
+                    "rate_limit.requests_per_second",
+                    format!("{rps} is not a rate between 0.001 and 1000000 per second"),
+                ));
+            }
+        }
+        if self.rate_limit.burst.get() > 1_000_000 {
+            return Err(err("rate_limit.burst", "at most 1000000".into()));
         }
         if let Some(d) = self.dead_letter.retry_topics.iter().find(|d| d.is_zero()) {
             return Err(err(
                 "dead_letter.retry_topics",
                 format!("{:?}: a retry topic's delay must be more than 0", **d),
             ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for d in &self.dead_letter.retry_topics {
+            if !names.insert(delay_name(**d)) {
+                return Err(err(
+                    "dead_letter.retry_topics",
+                    format!("{} is listed twice", delay_name(**d)),
+                ));
+            }
         }
         if let Some(topic) = &self.dead_letter.topic {
             crate::config::validate_topic_name(topic).map_err(|m| err("dead_letter.topic", m))?;
@@ -342,10 +400,7 @@ impl ResilienceConfig {
         self.dead_letter
             .retry_topics
             .iter()
-            .map(|d| {
-                let d = **d;
-                (format!("{name}.retry.{}", humantime::format_duration(d)), d)
-            })
+            .map(|d| (format!("{name}.retry.{}", delay_name(**d)), **d))
             .collect()
     }
 
@@ -440,6 +495,23 @@ ordering:         relaxed
     }
 
     #[test]
+    fn retry_topic_names_are_valid_topic_names() {
+        let cfg: ResilienceConfig = serde_json::from_value(serde_json::json!({
+            "ordering": "relaxed",
+            "dead_letter": { "retry_topics": ["90s", "1500ms", "2h", "1d"] }
+        }))
+        .expect("parses");
+        let names: Vec<String> = cfg.retry_topics("c").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["c.retry.90s", "c.retry.1500ms", "c.retry.2h", "c.retry.1d"]
+        );
+        for n in &names {
+            crate::config::validate_topic_name(n).expect("a valid topic name");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         for (yaml, key) in [
             ("retry: { retry_on: [200] }", "retry.retry_on"),
@@ -460,6 +532,18 @@ ordering:         relaxed
             (
                 "dead_letter: { retry_topics: [1s, 0s] }",
                 "dead_letter.retry_topics",
+            ),
+            (
+                "dead_letter: { retry_topics: [1m, 60s] }",
+                "dead_letter.retry_topics",
+            ),
+            (
+                "circuit_breaker: { open_for: 1000d }",
+                "circuit_breaker.open_for",
+            ),
+            (
+                "rate_limit: { requests_per_second: 1e-30 }",
+                "rate_limit.requests_per_second",
             ),
             ("dead_letter: { topic: 'a b' }", "dead_letter.topic"),
             ("fallback: { url: 'not a url' }", "fallback.url"),

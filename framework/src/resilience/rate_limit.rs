@@ -15,8 +15,13 @@
 //!   limit it also spreads what is left over the rest of the window, so it
 //!   slows down before the limit rather than hitting it. Once a window has
 //!   passed, `limit` requests may go before an answer tells the new budget.
-//!   A reset is taken as at least one second (APIs that round it down would
-//!   otherwise open the next window early).
+//!   A reset is taken as given, and as at least one second; an API that
+//!   sends `remaining` without a reset is assumed to reset after the
+//!   `RateLimit-Policy` window (`w=`), else after one second (the next
+//!   answer corrects the budget). Resets and `Retry-After` longer than an
+//!   hour count as an hour, so a garbage value cannot stop a target for
+//!   good. A reset beyond a year is a Unix time, in seconds, or in
+//!   milliseconds beyond 10^11.
 //!
 //! Why not the `governor` crate: its quota is fixed when the limiter is
 //! built, and this limit changes with every answer; and it reads its own
@@ -24,6 +29,7 @@
 //! few lines of [`Gcra`].
 
 use super::config::RateLimitConfig;
+use super::retry::MAX_ADVERTISED_WAIT;
 use reqwest::header::HeaderMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -61,6 +67,8 @@ pub struct Advertised {
     pub remaining: Option<u64>,
     /// Time until the window resets.
     pub reset: Option<Duration>,
+    /// The window's length (`RateLimit-Policy: ...;w=`).
+    pub window: Option<Duration>,
 }
 
 impl Advertised {
@@ -84,6 +92,7 @@ impl Advertised {
             reset: num("x-ratelimit-reset")
                 .or_else(|| num("ratelimit-reset"))
                 .map(reset_duration),
+            window: None,
         };
         if let Some(v) = h.get("ratelimit").and_then(|v| v.to_str().ok()) {
             // Draft 7: `limit=100, remaining=50, reset=30`; draft 8+: `"p";r=50;t=30`.
@@ -91,7 +100,7 @@ impl Advertised {
                 match k {
                     "limit" => a.limit = a.limit.or(Some(n)),
                     "remaining" | "r" => a.remaining = Some(n),
-                    "reset" | "t" => a.reset = Some(Duration::from_secs(n)),
+                    "reset" | "t" => a.reset = Some(reset_duration(n)),
                     _ => {}
                 }
             }
@@ -100,6 +109,9 @@ impl Advertised {
             for (k, n) in params(v) {
                 if k == "q" && a.limit.is_none() {
                     a.limit = Some(n);
+                }
+                if k == "w" {
+                    a.window = Some(Duration::from_secs(n).min(MAX_ADVERTISED_WAIT));
                 }
                 // `100;w=60` (draft 7): the bare number is the quota.
                 if k.is_empty() && a.limit.is_none() {
@@ -115,14 +127,17 @@ impl Advertised {
 /// timestamp: a value beyond a year is taken as one.
 fn reset_duration(n: u64) -> Duration {
     const YEAR: u64 = 365 * 24 * 3600;
-    if n > YEAR {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Duration::from_secs(n.saturating_sub(now))
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let d = if n > 100_000_000_000 {
+        Duration::from_millis(n).saturating_sub(now)
+    } else if n > YEAR {
+        Duration::from_secs(n).saturating_sub(now)
     } else {
         Duration::from_secs(n)
-    }
+    };
+    d.min(MAX_ADVERTISED_WAIT)
 }
 
 /// `key=number` pairs of a structured header, separated by `,` or `;`; a bare
@@ -267,11 +282,13 @@ impl RateLimiter {
             let later = quota.sent.saturating_sub(ticket.seq);
             let budget = remaining.saturating_sub(later);
             quota.budget = Some(quota.budget.map_or(budget, |b| b.min(budget)));
-            if let Some(reset) = a.reset {
-                quota.window_len = quota.window_len.max(reset);
-                let end = now + reset.max(Duration::from_secs(1));
-                quota.window_end = Some(quota.window_end.map_or(end, |e| e.max(end)));
-            }
+            // Without a reset, the policy's window, else a second: the
+            // budget must come back some time, or no request (and so no
+            // answer) would ever go again.
+            let reset = a.reset.or(a.window).unwrap_or(Duration::from_secs(1));
+            quota.window_len = quota.window_len.max(reset);
+            let end = now + reset.max(Duration::from_secs(1));
+            quota.window_end = Some(quota.window_end.map_or(end, |e| e.max(end)));
         }
         if status == 429 && a.remaining.is_none() && quota.blocked_until.is_none() {
             // Over the limit without saying how long: hold everything for a
@@ -377,6 +394,79 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn remaining_without_a_reset_comes_back_after_the_policy_window() {
+        let l = limiter(None, 1);
+        let t = l.acquire().await;
+        l.observe(
+            t,
+            200,
+            &headers(&[("x-ratelimit-limit", "3"), ("x-ratelimit-remaining", "0")]),
+        );
+        let start = Instant::now();
+        l.acquire().await;
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_secs(1),
+            "a second by default"
+        );
+        let t = l.acquire().await;
+        l.observe(
+            t,
+            200,
+            &headers(&[
+                ("ratelimit", "\"q\";r=0"),
+                ("ratelimit-policy", "\"q\";q=3;w=5"),
+            ]),
+        );
+        let start = Instant::now();
+        l.acquire().await;
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_secs(5),
+            "the policy's window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absurd_waits_are_capped_at_an_hour() {
+        let l = limiter(None, 1);
+        let t = l.acquire().await;
+        l.observe(t, 429, &headers(&[("retry-after", "99999999999")]));
+        let start = Instant::now();
+        l.acquire().await;
+        assert_eq!(Instant::now() - start, MAX_ADVERTISED_WAIT);
+        for reset in ["1e30", "18446744073709551615"] {
+            let t = l.acquire().await;
+            l.observe(
+                t,
+                200,
+                &headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset)]),
+            );
+            let start = Instant::now();
+            l.acquire().await;
+            assert!(Instant::now() - start <= MAX_ADVERTISED_WAIT, "{reset}");
+        }
+    }
+
+    #[test]
+    fn epoch_resets_in_seconds_and_in_milliseconds() {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock");
+        for value in [
+            (now.as_secs() + 60).to_string(),
+            (now.as_millis() + 60_000).to_string(),
+        ] {
+            let a = Advertised::from_headers(&headers(&[("x-ratelimit-reset", &value)]));
+            let reset = a.reset.expect("reset");
+            assert!(
+                reset >= Duration::from_secs(58) && reset <= Duration::from_secs(60),
+                "{value}: {reset:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_429_that_says_nothing_holds_requests_for_a_second() {
         let l = limiter(None, 1);
         let t = l.acquire().await;
@@ -435,7 +525,8 @@ mod tests {
             Advertised {
                 limit: Some(100),
                 remaining: Some(7),
-                reset: Some(Duration::from_secs(30))
+                reset: Some(Duration::from_secs(30)),
+                window: None,
             }
         );
         let d6 = Advertised::from_headers(&headers(&[
@@ -448,12 +539,24 @@ mod tests {
             ("ratelimit", "limit=100, remaining=7, reset=30"),
             ("ratelimit-policy", "100;w=60"),
         ]));
-        assert_eq!(d7, x);
+        assert_eq!(
+            d7,
+            Advertised {
+                window: Some(Duration::from_secs(60)),
+                ..x
+            }
+        );
         let d9 = Advertised::from_headers(&headers(&[
             ("ratelimit", "\"default\";r=7;t=30"),
             ("ratelimit-policy", "\"default\";q=100;w=60"),
         ]));
-        assert_eq!(d9, x);
+        assert_eq!(
+            d9,
+            Advertised {
+                window: Some(Duration::from_secs(60)),
+                ..x
+            }
+        );
         let epoch = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .expect("clock")

@@ -69,22 +69,30 @@ impl RetryPolicy {
             return None;
         }
         let wait = backoff.next_delay().max(retry_after.unwrap_or_default());
-        (elapsed + wait <= self.config.max_elapsed).then_some(wait)
+        (elapsed.saturating_add(wait) <= self.config.max_elapsed).then_some(wait)
     }
 }
 
+/// The longest wait an API's header can impose (`Retry-After`, a rate
+/// limit's reset): a garbage value (`Retry-After: 9999999999`) must not
+/// stop a target for good. A longer wait is taken as this long; the API
+/// says so again if it still means it.
+pub const MAX_ADVERTISED_WAIT: Duration = Duration::from_secs(3600);
+
 /// `Retry-After` as a duration from now: delta-seconds or an HTTP date
-/// (RFC 9110 §10.2.3). A date in the past, or garbage, is no constraint.
+/// (RFC 9110 §10.2.3), at most [`MAX_ADVERTISED_WAIT`]. A date in the
+/// past, or garbage, is no constraint.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_ADVERTISED_WAIT));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     // Dates have one-second resolution: round up so the window is never cut short.
-    at.duration_since(SystemTime::now())
-        .ok()
-        .map(|d| Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)))
+    at.duration_since(SystemTime::now()).ok().map(|d| {
+        Duration::from_secs(d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0)))
+            .min(MAX_ADVERTISED_WAIT)
+    })
 }
 
 #[cfg(test)]
@@ -176,5 +184,11 @@ mod tests {
         assert_eq!(retry_after(&h), None, "a past date is no wait");
         h.insert(RETRY_AFTER, "soon".parse().expect("value"));
         assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, "18446744073709551615".parse().expect("value"));
+        assert_eq!(
+            retry_after(&h),
+            Some(MAX_ADVERTISED_WAIT),
+            "capped, no overflow"
+        );
     }
 }

@@ -4,8 +4,11 @@
 //! 1. **circuit breaker** (per target key): open means wait (a sink: its
 //!    partitions fill up and pause, nothing is dropped) or, for a caller that
 //!    can skip (a poll source), [`CallError::Open`] at once;
-//! 2. **rate limit** (per target key, shared by the process): wait for a slot;
-//! 3. **bulkhead** (per target key, if configured): wait for a free slot;
+//! 2. **bulkhead** (per target key, if configured): wait for a free slot;
+//! 3. **rate limit** (per target key, shared by the process): wait for a
+//!    slot — last before the attempt, so a request never goes out on an
+//!    old slot (a `Retry-After` that came while it waited for the
+//!    bulkhead still holds it back);
 //! 4. **timeout**: the attempt (request sent, answer read) within `timeout`;
 //! 5. the answer teaches the rate limiter (advertised limits, `Retry-After`)
 //!    and the breaker (a connection failure, a timeout or a 5xx in
@@ -22,7 +25,7 @@
 //! fails only when no answer came ([`CallError::Failed`]) or the breaker
 //! is open for a caller that skips ([`CallError::Open`]).
 
-use super::circuit_breaker::Admission;
+use super::circuit_breaker::{Admission, Pass};
 use super::config::ResilienceConfig;
 use super::retry::{retry_after, RetryPolicy, Verdict};
 use super::targets::{self, Target};
@@ -93,21 +96,21 @@ struct Inner {
 /// (cancelled mid-call).
 struct Admitted<'a> {
     target: &'a Target,
-    probe: bool,
+    pass: Pass,
     done: bool,
 }
 
 impl Admitted<'_> {
     fn record(mut self, failed: bool) {
         self.done = true;
-        self.target.breaker.record(self.probe, failed);
+        self.target.breaker.record(self.pass, failed);
     }
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.target.breaker.release(self.probe);
+            self.target.breaker.release(self.pass);
         }
     }
 }
@@ -190,9 +193,9 @@ impl Outbound {
         let mut attempts = 0u32;
         loop {
             // 1. Breaker.
-            let probe = loop {
+            let pass = loop {
                 match target.breaker.admit() {
-                    Admission::Allowed { probe } => break probe,
+                    Admission::Allowed(pass) => break pass,
                     Admission::OpenUntil(until) => {
                         state.set(target.breaker.state().gauge());
                         metrics::counter!(m::CIRCUIT_REJECTED_TOTAL, "target" => target.breaker_key.clone()).increment(1);
@@ -208,15 +211,15 @@ impl Outbound {
             };
             let admitted = Admitted {
                 target: &target,
-                probe,
+                pass,
                 done: false,
             };
-            // 2. Rate limit; 3. bulkhead.
-            let ticket = target.limiter.acquire().await;
+            // 2. Bulkhead; 3. rate limit.
             let permit = match &target.bulkhead {
                 Some(b) => Some(b.enter().await),
                 None => None,
             };
+            let ticket = target.limiter.acquire().await;
             // 4. One attempt within the timeout.
             attempts += 1;
             let timeout = self.inner.config.timeout;

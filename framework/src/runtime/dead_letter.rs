@@ -272,19 +272,29 @@ impl DeadLetters {
         }
     }
 
-    /// Sends the dead letter and waits until Kafka has it, trying again
-    /// with backoff for as long as it takes (the record's offset is not
-    /// stored meanwhile; a stop drops the wait and the record is read again).
-    pub async fn send(&self, record: &SinkRecord, failure: &Failure) {
+    /// Sends the record where it goes and waits until Kafka has it, trying
+    /// again with backoff while the failure may pass (the record's offset
+    /// is not stored meanwhile; a stop drops the wait and the record is
+    /// read again). A failure that will not pass (the record too large for
+    /// the topic, the topic not writable) is the connector's: it stops.
+    pub async fn send(&self, record: &SinkRecord, failure: &Failure) -> Result<(), ConnectorError> {
         let destination = self.destination(record, failure.class);
         let letter = self.letter(record, failure, destination);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.producer.send(letter.clone()).await {
                 Ok(_) => break,
+                Err(e) if !e.is_retryable() => {
+                    return Err(ConnectorError::user(format!(
+                        "record {} could not be written to `{}` ({e}); the connector stops rather than drop it",
+                        record.at(),
+                        letter.topic
+                    ))
+                    .for_connector());
+                }
                 Err(e) => {
                     let wait = backoff.next_delay();
-                    tracing::warn!(connector = %self.connector, topic = %self.topic, at = %record.at(), error = %e, retry_in = ?wait, "writing a dead letter failed; trying again (the record's offset waits)");
+                    tracing::warn!(connector = %self.connector, topic = %letter.topic, at = %record.at(), error = %e, retry_in = ?wait, "writing a dead letter failed; trying again (the record's offset waits)");
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -301,7 +311,7 @@ impl DeadLetters {
                 error = %failure.error,
                 "record still failing; it waits in a retry topic and its partition flows on"
             );
-            return;
+            return Ok(());
         }
         if destination == Destination::Park {
             metrics::counter!(m::PARKED_RECORDS_TOTAL, "connector" => self.connector.clone())
@@ -314,7 +324,7 @@ impl DeadLetters {
                 error = %failure.error,
                 "target unavailable; record parked (fallback), its partition flows on"
             );
-            return;
+            return Ok(());
         }
         metrics::counter!(m::DEAD_LETTERS_TOTAL, "connector" => self.connector.clone(), "class" => failure.class.as_str())
             .increment(1);
@@ -327,6 +337,7 @@ impl DeadLetters {
             error = %failure.error,
             "record dead-lettered; the sink goes on with the next one"
         );
+        Ok(())
     }
 }
 
@@ -448,14 +459,24 @@ mod tests {
         let out = l.letter(&r, &failure(Class::Parked, 8, 10), Destination::Park);
         assert_eq!(out.topic, "crm.parked");
         assert_eq!(get(&out, h::ERROR_CLASS), Some("parked"));
-        // Replayed from the parking topic and refused for good: the dead
-        // letter names where it first came from.
-        let back = record("crm.parked.replay", out.headers.clone());
+        // Replayed from the parking topic (`ferry dlq replay` drops the
+        // failure history but keeps the source coordinates) and refused
+        // for good: the dead letter names where it first came from.
+        let replayed: Vec<(String, Vec<u8>)> = out
+            .headers
+            .iter()
+            .filter(|(k, _)| {
+                ![h::ATTEMPTS, h::FIRST_FAILURE_MS, h::LAST_FAILURE_MS].contains(&k.as_str())
+            })
+            .cloned()
+            .collect();
+        let back = record("crm.parked.replay", replayed);
         let dead = l.letter(&back, &failure(Class::Rejected, 1, 20), Destination::Dead);
         assert_eq!(dead.topic, "crm.dlq");
         assert_eq!(get(&dead, h::SOURCE_TOPIC), Some("crm.contacts"));
         assert_eq!(get(&dead, h::SOURCE_OFFSET), Some("41"));
-        assert_eq!(get(&dead, h::ATTEMPTS), Some("9"));
+        assert_eq!(get(&dead, h::ATTEMPTS), Some("1"));
+        assert_eq!(get(&dead, h::ERROR_CLASS), Some("rejected"));
     }
 
     #[test]

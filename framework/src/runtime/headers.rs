@@ -15,7 +15,8 @@ pub const CONTENT_TYPE: &str = "content-type";
 /// record's own headers. Times are Unix epoch milliseconds.
 pub mod dead_letter {
     /// `decode` (the value cannot be decoded), `rejected` (the target
-    /// refused it for good), `retries_exhausted` (`ordering: relaxed`, past
+    /// refused it for good), `parked` (`fallback: { topic }`),
+    /// `retries_exhausted` (`ordering: relaxed`, past
     /// `retry.max_elapsed`).
     pub const ERROR_CLASS: &str = "ferry-dlq-error-class";
     /// The HTTP status of the last failure, when there was one.

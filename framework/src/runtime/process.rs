@@ -415,11 +415,17 @@ impl Running {
                     let mut returning = (*settings).clone();
                     returning.topics = dead_letters.returning_topics();
                     returning.group_id = format!("{}-returning", settings.group_id);
-                    for (task_name, settings) in [
-                        (name.clone(), *settings),
-                        (format!("{name}.returning"), returning),
+                    // Whatever `auto_offset_reset` says for the sink: what
+                    // came back before this group's first commit is still
+                    // to be delivered.
+                    let mut returning_kafka = self.kafka.clone();
+                    returning_kafka.consumer.auto_offset_reset =
+                        crate::kafka::AutoOffsetReset::Earliest;
+                    for (task_name, settings, kafka) in [
+                        (name.clone(), *settings, self.kafka.clone()),
+                        (format!("{name}.returning"), returning, returning_kafka),
                     ] {
-                        let task = self.sink_task(task_name, settings, &make, &dead_letters);
+                        let task = self.sink_task(task_name, settings, kafka, &make, &dead_letters);
                         self.connector_tasks.push(task);
                     }
                 }
@@ -433,11 +439,11 @@ impl Running {
         &self,
         name: String,
         settings: super::SinkSettings,
+        kafka: KafkaConfig,
         make: &super::SinkFactory,
         dead_letters: &super::dead_letter::DeadLetters,
     ) -> JoinHandle<()> {
-        let (kafka, bootstrap, codecs, shutdown) = (
-            self.kafka.clone(),
+        let (bootstrap, codecs, shutdown) = (
             self.endpoints.kafka.clone(),
             self.codecs.clone(),
             self.shutdown.clone(),

@@ -18,10 +18,13 @@
 //! `ordering: strict` (the default) that goes on until the target recovers:
 //! the partition waits, nothing is dropped, key order holds. With
 //! `ordering: relaxed`, a record still failing `retry.max_elapsed` after its
-//! first failure goes to the dead-letter topic and its partition flows on.
-//! A record that fails for good (a 3xx or 4xx, a value that cannot be
-//! decoded) goes to the dead-letter topic at once ([`super::dead_letter`]),
-//! and the sink goes on with the next record. A dead letter counts as
+//! first failure moves to the retry topics and its partition flows on; with
+//! `fallback: { topic }` it is parked at once. A record that fails for good
+//! (a 3xx or 4xx, a value that cannot be decoded) goes to the dead-letter
+//! topic at once ([`super::dead_letter`]), and the sink goes on with the
+//! next record. A failure of the connector itself (credentials refused, a
+//! dead letter Kafka will not take) stops it in FAILED at that record,
+//! with what came before committed. A dead letter counts as
 //! written only once Kafka has acknowledged it.
 //!
 //! **Rebalances.** The consumer is coordinated (`kafka::consumer`): when
@@ -53,7 +56,7 @@ use super::headers;
 use super::source_task::Exit;
 use super::supervisor::TaskHandle;
 use super::Shutdown;
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, Scope};
 use crate::kafka::{
     KafkaConfig, KafkaConsumer, KafkaLayerError, Rebalance, Received, TopicPartition,
 };
@@ -148,11 +151,17 @@ struct Written {
     sink: BoxedSink,
     batch: Vec<SinkRecord>,
     written: Vec<bool>,
+    /// Records sent to the dead-letter, retry or parking topics.
+    dead: usize,
+    /// A failure about the connector itself (credentials refused): the
+    /// record it came with, and why. Nothing from there on is written.
+    fatal: Option<(usize, ConnectorError)>,
 }
 
 /// Sends a record to the dead-letter topic; resolves once Kafka has it.
-pub(crate) type DeadLetterFn =
-    std::sync::Arc<dyn Fn(SinkRecord, Failure) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type DeadLetterFn = std::sync::Arc<
+    dyn Fn(SinkRecord, Failure) -> BoxFuture<'static, Result<(), ConnectorError>> + Send + Sync,
+>;
 
 type Writing = BoxFuture<'static, Written>;
 
@@ -535,11 +544,21 @@ impl SinkTask<'_> {
                             first_ms: now,
                             last_ms: now,
                         };
-                        dead_letter(record.clone(), failure).await;
-                        Written {
-                            sink,
-                            batch: vec![record],
-                            written: vec![true],
+                        match dead_letter(record.clone(), failure).await {
+                            Ok(()) => Written {
+                                sink,
+                                batch: vec![record],
+                                written: vec![true],
+                                dead: 1,
+                                fatal: None,
+                            },
+                            Err(e) => Written {
+                                sink,
+                                batch: vec![record],
+                                written: vec![false],
+                                dead: 0,
+                                fatal: Some((0, e)),
+                            },
                         }
                     }
                     .boxed(),
@@ -597,10 +616,12 @@ impl SinkTask<'_> {
             sink,
             batch,
             written,
+            dead,
+            fatal,
         } = done;
         self.sink = Some(sink);
         self.in_sink = None;
-        let count = written.iter().filter(|w| **w).count();
+        let count = written.iter().filter(|w| **w).count().saturating_sub(dead);
         metrics::counter!(m::SINK_RECORDS_TOTAL, "connector" => self.name.to_owned())
             .increment(count as u64);
         // Per partition, the offset of the last record of an unbroken
@@ -627,6 +648,18 @@ impl SinkTask<'_> {
         }
         self.commits
             .push_back(self.consumer.commit_in_background(Duration::ZERO));
+        if let Some((i, error)) = fatal {
+            let at = batch.get(i).map_or_else(String::new, SinkRecord::at);
+            metrics::counter!(m::SINK_ERRORS_TOTAL, "connector" => self.name.to_owned(), "stage" => "sending")
+                .increment(1);
+            return Err(ConnectorError {
+                message: format!(
+                    "connector `{}`: {} (at record {at}; the records before it are committed, none is dead-lettered: every record would fail the same way)",
+                    self.name, error.message
+                ),
+                ..error
+            });
+        }
         if let Some(r) = self.revoking.take() {
             self.release(&r.partitions).await?;
         }
@@ -718,6 +751,11 @@ impl SinkTask<'_> {
             self.buffer
                 .retain(|e| !e.in_partitions(std::slice::from_ref(tp)));
             self.next_offsets.insert(tp.clone(), *offset);
+            // A retry topic's partition that paused at a later record since
+            // resumes from the abandoned batch's record instead.
+            if let Some(d) = self.delayed.get_mut(tp) {
+                d.0 = d.0.min(*offset);
+            }
         }
         self.buffered_bytes = self.buffer.iter().map(Entry::size).sum();
         if self.buffer.is_empty() {
@@ -909,6 +947,10 @@ async fn write_with_retry(
                     let now = Instant::now();
                     let f = failures[*i].get_or_insert((0, now_ms(), now));
                     f.0 += 1;
+                    if !e.is_retryable() && e.scope == Scope::Connector {
+                        // Not this record's fault: stop here, write nothing more.
+                        return stopped_at(sink, batch, written, &dead, *i, e);
+                    }
                     if !e.is_retryable() {
                         give_up.push((*i, Class::Rejected, e));
                     } else if parking {
@@ -937,7 +979,9 @@ async fn write_with_retry(
                 first_ms,
                 last_ms: now_ms(),
             };
-            dead_letter(batch[i].clone(), failure).await;
+            if let Err(e) = dead_letter(batch[i].clone(), failure).await {
+                return stopped_at(sink, batch, written, &dead, i, e);
+            }
             dead[i] = true;
         }
         // A record after an unwritten one of its partition counts as
@@ -979,6 +1023,33 @@ async fn write_with_retry(
         sink,
         batch,
         written,
+        dead: dead.iter().filter(|d| **d).count(),
+        fatal: None,
+    }
+}
+
+/// A write that stops at record `i` for a failure of the connector itself:
+/// nothing from `i` on counts as written.
+fn stopped_at(
+    sink: BoxedSink,
+    batch: Vec<SinkRecord>,
+    mut written: Vec<bool>,
+    dead: &[bool],
+    i: usize,
+    error: ConnectorError,
+) -> Written {
+    for w in written.iter_mut().skip(i) {
+        *w = false;
+    }
+    for (w, d) in written.iter_mut().zip(dead) {
+        *w |= *d;
+    }
+    Written {
+        sink,
+        batch,
+        written,
+        dead: dead.iter().filter(|d| **d).count(),
+        fatal: Some((i, error)),
     }
 }
 
@@ -1086,7 +1157,7 @@ mod tests {
             keep.lock()
                 .expect("lock")
                 .push((r.offset, failure.class, failure.attempts));
-            async {}.boxed()
+            async { Ok(()) }.boxed()
         });
         (f, seen)
     }
@@ -1210,6 +1281,27 @@ mod tests {
             Duration::ZERO,
             "no backoff for a dead letter"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_credentials_stop_the_write_and_dead_letter_nothing() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Scripted {
+            script: VecDeque::from([Box::new(|n| {
+                SinkFailure::at(n, 1, ConnectorError::user("HTTP 401 twice").for_connector())
+            }) as Box<dyn Fn(usize) -> SinkFailure + Send>]),
+            seen: Arc::clone(&seen),
+        };
+        let (w, letters) = write(
+            sink,
+            (0..3).map(|o| record(0, o)).collect(),
+            ResilienceConfig::default(),
+        );
+        let done = w.await;
+        assert_eq!(done.written, vec![true, false, false]);
+        assert!(matches!(&done.fatal, Some((1, e)) if e.scope == Scope::Connector));
+        assert!(letters.lock().expect("lock").is_empty(), "no dead letters");
+        assert_eq!(seen.lock().expect("lock").len(), 1, "not retried");
     }
 
     /// Fails record 0 with a 503 `times` times.

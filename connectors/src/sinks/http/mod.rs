@@ -38,6 +38,20 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
         _ => {}
     }
     ferry::config::validate_topic_name(&cfg.topic).map_err(|m| ctx.invalid("topic", m))?;
+    for (key, topic) in [
+        (
+            "dead_letter.topic",
+            Some(resilience.dead_letter_topic(&ctx.spec.name)),
+        ),
+        ("fallback.topic", resilience.parking_topic()),
+    ] {
+        if topic.as_deref() == Some(cfg.topic.as_str()) {
+            return Err(ctx.invalid(
+                key,
+                format!("`{}` is the topic the sink consumes: its records would come back to it forever", cfg.topic),
+            ));
+        }
+    }
     let url = Template::parse(&cfg.url).map_err(|m| ctx.invalid("url", m))?;
     let probe = url.render(
         &ferry::sink::SinkRecord {

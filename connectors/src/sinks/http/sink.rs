@@ -224,7 +224,8 @@ impl HttpSink {
         Err(ConnectorError::user(format!(
             "{}: HTTP 401 twice: the credentials are refused",
             ferry::telemetry::redact::url(url)
-        )))
+        ))
+        .for_connector())
     }
 }
 

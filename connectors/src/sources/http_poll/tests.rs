@@ -682,7 +682,7 @@ fn downs(fake: &Fake) -> usize {
 }
 
 #[tokio::test]
-async fn an_open_breaker_skips_polls_without_calling_the_api_and_keeps_the_position() {
+async fn an_open_breaker_skips_polls_without_calling_the_api() {
     let (base, fake) = serve().await;
     let mut s = down_source(
         &base,
@@ -710,7 +710,7 @@ async fn an_open_breaker_skips_polls_without_calling_the_api_and_keeps_the_posit
 }
 
 #[tokio::test]
-async fn fallback_skip_gives_up_the_cycle_after_the_retries_and_keeps_the_position() {
+async fn fallback_skip_gives_up_the_cycle_after_the_retries() {
     let (base, fake) = serve().await;
     let mut s = down_source(
         &base,
