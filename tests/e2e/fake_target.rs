@@ -3,8 +3,8 @@
 //! can make a target that redirects, refuses one record, or echoes secrets.
 //!
 //! Routes (every method):
-//! - `/ok/{key}`: 204, unless `key` is in the refused set (then 400) or the
-//!   unavailable set (then 503).
+//! - `/ok/{key}`: 204, unless `key` is in the refused set (then 400), the
+//!   unavailable set (then 503) or the unauthorized set (then 401).
 //! - `/redirect/{key}`: 302 to `/elsewhere/{key}`.
 //! - `/r307/{key}`: 307 to `/ok/{key}` (a client may re-send the body).
 //! - `/elsewhere/{key}`: 200 (a redirect's landing page).
@@ -34,6 +34,7 @@ struct Inner {
     seen: Mutex<Vec<Seen>>,
     refused: Mutex<BTreeSet<String>>,
     unavailable: Mutex<BTreeSet<String>>,
+    unauthorized: Mutex<BTreeSet<String>>,
     /// Keys `/ok` answered 204 for, in arrival order.
     accepted: Mutex<Vec<String>>,
 }
@@ -92,6 +93,15 @@ impl FakeTarget {
             .insert(key.to_owned());
     }
 
+    /// `/ok/{key}` answers 401 for this key (credentials refused).
+    pub fn unauthorized(&self, key: &str) {
+        self.inner
+            .unauthorized
+            .lock()
+            .expect("lock")
+            .insert(key.to_owned());
+    }
+
     /// `/ok/{key}` stops answering 503 for this key.
     pub fn available(&self, key: &str) {
         self.inner.unavailable.lock().expect("lock").remove(key);
@@ -133,6 +143,8 @@ async fn ok(
         StatusCode::BAD_REQUEST
     } else if inner.unavailable.lock().expect("lock").contains(&key) {
         StatusCode::SERVICE_UNAVAILABLE
+    } else if inner.unauthorized.lock().expect("lock").contains(&key) {
+        StatusCode::UNAUTHORIZED
     } else {
         inner.accepted.lock().expect("lock").push(key);
         StatusCode::NO_CONTENT

@@ -737,3 +737,41 @@ async fn fallback_url_takes_what_the_target_cannot() {
     secondary.stop().await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_stop_the_sink_in_failed_without_dead_letters() {
+    let s = Setup::new("faults.unauthorized").await;
+    s.produce(&around(json_record("expired"))).await;
+    let target = FakeTarget::start().await;
+    target.unauthorized("expired");
+    let config = s.config(&format!("    url: {}/ok/{{{{ key }}}}\n", target.url()), "");
+    let mut ferry = s.run(&config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let st = s.status();
+        if st["state"] == "FAILED" {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "{st}\n{}", ferry.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("HTTP 401") && reason.contains("faults.unauthorized/0@5"),
+        "{status}"
+    );
+    assert_eq!(
+        target.delivered(),
+        ["a0", "a1", "a2", "a3", "a4"],
+        "the records before it, once; none after it"
+    );
+    assert_eq!(
+        s.dead_letters_count(),
+        0,
+        "credentials are not a record's fault"
+    );
+    assert_eq!(ferry.interrupt(Duration::from_secs(60)), Some(0));
+    assert_eq!(s.committed(), Some(5), "committed up to it");
+    target.stop().await;
+    s.stop().await;
+}

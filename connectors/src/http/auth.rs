@@ -93,7 +93,9 @@ impl Authenticator {
             .form(&form)
             .send()
             .await
-            .map_err(|e| super::transport_error("OAuth2 token request to", token_url, &e))?;
+            .map_err(|e| {
+                super::transport_error("OAuth2 token request to", token_url, &e).for_connector()
+            })?;
         let status = resp.status().as_u16();
         let body = super::read_capped(resp, 1 << 20, "OAuth2 token request to", token_url).await?;
         let body = String::from_utf8_lossy(&body);
@@ -114,7 +116,11 @@ impl Authenticator {
             ))
             .for_connector()
         })?;
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300).min(365 * 24 * 3600));
+        // At least a minute (an endpoint saying `0` would otherwise be
+        // asked on every call; a token that is really expired gets a 401,
+        // and a fresh one then).
+        let lifetime =
+            Duration::from_secs(answer.expires_in.unwrap_or(300).clamp(60, 365 * 24 * 3600));
         let until = Instant::now() + lifetime.saturating_sub(EARLY);
         ferry::telemetry::redact::register_dynamic(&answer.access_token);
         self.token = Some((answer.access_token.clone(), until));

@@ -189,7 +189,7 @@ impl CircuitBreaker {
                     }
                 }
             }
-            State::Closed => {
+            State::Closed if current => {
                 self.count(&mut inner, now, failed);
                 if self.tripped(&inner) {
                     inner.state = State::Open {

@@ -166,8 +166,8 @@ struct Quota {
     /// Requests that may still go in the current window.
     budget: Option<u64>,
     window_end: Option<Instant>,
-    /// The longest reset an answer gave: how long a window is assumed to
-    /// last when one starts without news.
+    /// The last reset an answer gave: how long a window is assumed to last
+    /// when one starts without news.
     window_len: Duration,
     last_sent: Option<Instant>,
 }
@@ -286,7 +286,7 @@ impl RateLimiter {
             // budget must come back some time, or no request (and so no
             // answer) would ever go again.
             let reset = a.reset.or(a.window).unwrap_or(Duration::from_secs(1));
-            quota.window_len = quota.window_len.max(reset);
+            quota.window_len = reset;
             let end = now + reset.max(Duration::from_secs(1));
             quota.window_end = Some(quota.window_end.map_or(end, |e| e.max(end)));
         }

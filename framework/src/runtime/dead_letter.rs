@@ -144,9 +144,9 @@ impl DeadLetters {
         topics
     }
 
-    /// The retry topics, in order.
-    pub fn retry_topics(&self) -> impl Iterator<Item = &str> {
-        self.stages.iter().map(|(t, _)| t.as_str())
+    /// The retry topics and their delays, in order.
+    pub fn retry_topics(&self) -> impl Iterator<Item = (&str, Duration)> {
+        self.stages.iter().map(|(t, d)| (t.as_str(), *d))
     }
 
     /// The retry topic `topic` is, by its place in the order.
@@ -278,19 +278,49 @@ impl DeadLetters {
     /// read again). A failure that will not pass (the record too large for
     /// the topic, the topic not writable) is the connector's: it stops.
     pub async fn send(&self, record: &SinkRecord, failure: &Failure) -> Result<(), ConnectorError> {
+        use rdkafka::types::RDKafkaErrorCode as C;
         let destination = self.destination(record, failure.class);
-        let letter = self.letter(record, failure, destination);
+        let mut letter = self.letter(record, failure, destination);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.producer.send(letter.clone()).await {
                 Ok(_) => break,
                 Err(e) if !e.is_retryable() => {
-                    return Err(ConnectorError::user(format!(
+                    let code = e.source.rdkafka_error_code();
+                    let too_large =
+                        matches!(code, Some(C::MessageSizeTooLarge | C::InvalidMessageSize));
+                    if too_large && letter.payload.is_some() {
+                        // The headers pushed a record near the size limit
+                        // over it: the dead letter goes without the value
+                        // (still in the source topic at its offset), saying so.
+                        let size = letter.payload.take().map_or(0, |p| p.len());
+                        letter
+                            .headers
+                            .push((h::VALUE_OMITTED.to_owned(), size.to_string().into_bytes()));
+                        continue;
+                    }
+                    let why = format!(
                         "record {} could not be written to `{}` ({e}); the connector stops rather than drop it",
                         record.at(),
                         letter.topic
-                    ))
-                    .for_connector());
+                    );
+                    // Topic not there or not writable yet (an ACL still
+                    // propagating): start over with backoff. Anything else
+                    // will not pass by retrying.
+                    let passing = matches!(
+                        code,
+                        Some(
+                            C::TopicAuthorizationFailed
+                                | C::UnknownTopicOrPartition
+                                | C::UnknownTopic
+                        )
+                    );
+                    let error = if passing {
+                        ConnectorError::external(why)
+                    } else {
+                        ConnectorError::user(why)
+                    };
+                    return Err(error.for_connector());
                 }
                 Err(e) => {
                     let wait = backoff.next_delay();

@@ -32,6 +32,9 @@ pub mod dead_letter {
     pub const SOURCE_TOPIC: &str = "ferry-dlq-source-topic";
     pub const SOURCE_PARTITION: &str = "ferry-dlq-source-partition";
     pub const SOURCE_OFFSET: &str = "ferry-dlq-source-offset";
+    /// Set (to the value's size) when the value was too large to go with
+    /// the dead-letter headers: it is still in the source topic.
+    pub const VALUE_OMITTED: &str = "ferry-dlq-value-omitted";
     /// How many times `ferry dlq replay` has put it back already.
     pub const REPLAYS: &str = "ferry-dlq-replays";
     /// On a retry topic's record: which retry topic (0 = the first).
@@ -54,5 +57,6 @@ pub mod dead_letter {
         SOURCE_OFFSET,
         RETRY_STAGE,
         RETRY_NOT_BEFORE_MS,
+        VALUE_OMITTED,
     ];
 }

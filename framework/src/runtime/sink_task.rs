@@ -207,7 +207,11 @@ pub(crate) async fn run(
         revoked: BTreeSet::new(),
         revoking: None,
         delayed: BTreeMap::new(),
-        retry_topics: env.dead_letters.retry_topics().map(str::to_owned).collect(),
+        retry_topics: env
+            .dead_letters
+            .retry_topics()
+            .map(|(t, d)| (t.to_owned(), d))
+            .collect(),
         commits: VecDeque::new(),
         commit_failures: 0,
         release_commit_within: close_within(env.stop_budget),
@@ -307,7 +311,7 @@ struct SinkTask<'a> {
     /// come: the offset to read from again, and when.
     delayed: BTreeMap<TopicPartition, (i64, Instant)>,
     /// This sink's retry topics (`ordering: relaxed`).
-    retry_topics: BTreeSet<String>,
+    retry_topics: BTreeMap<String, Duration>,
     /// Commits started after each batch (blocking threads), oldest first.
     /// A batch is handed to the sink only while at most one is unfinished,
     /// so at most two batches are ever written and not committed; a failed
@@ -479,11 +483,10 @@ impl SinkTask<'_> {
                     match got.map_err(|e| ConnectorError::external(e.to_string()))? {
                         Received::Message(msg) => {
                             let tp = (msg.topic().to_owned(), msg.partition());
-                            let wait = if self.retry_topics.contains(msg.topic()) {
-                                not_yet(&msg)
-                            } else {
-                                None
-                            };
+                            let wait = self
+                                .retry_topics
+                                .get(msg.topic())
+                                .and_then(|delay| not_yet(&msg, *delay));
                             if self.revoked.contains(&tp) || self.delayed.contains_key(&tp) {
                                 // A revoked partition's records belong to its
                                 // new owner; those prefetched behind a head
@@ -603,7 +606,7 @@ impl SinkTask<'_> {
                 batch,
                 std::sync::Arc::clone(&self.dead_letter),
                 s.resilience.clone(),
-                self.retry_topics.clone(),
+                self.retry_topics.keys().cloned().collect(),
             )
             .boxed(),
         );
@@ -677,11 +680,12 @@ impl SinkTask<'_> {
                 for tp in &partitions {
                     self.revoked.remove(tp);
                 }
-                if self.paused {
-                    self.consumer
-                        .pause(&partitions, true)
-                        .map_err(|e| ConnectorError::internal(e.to_string()))?;
-                }
+                // librdkafka keeps a partition's pause across revoke and
+                // reassign: say what it should be now (a retry topic's
+                // delay ended with the revocation).
+                self.consumer
+                    .pause(&partitions, self.paused)
+                    .map_err(|e| ConnectorError::internal(e.to_string()))?;
             }
             Rebalance::Revoked { partitions, lost } => {
                 let dropped = self.drop_buffered(&partitions);
@@ -754,7 +758,10 @@ impl SinkTask<'_> {
             // A retry topic's partition that paused at a later record since
             // resumes from the abandoned batch's record instead.
             if let Some(d) = self.delayed.get_mut(tp) {
-                d.0 = d.0.min(*offset);
+                if *offset < d.0 {
+                    // ... and at once: that record's time had come.
+                    *d = (*offset, Instant::now());
+                }
             }
         }
         self.buffered_bytes = self.buffer.iter().map(Entry::size).sum();
@@ -947,9 +954,16 @@ async fn write_with_retry(
                     let now = Instant::now();
                     let f = failures[*i].get_or_insert((0, now_ms(), now));
                     f.0 += 1;
-                    if !e.is_retryable() && e.scope == Scope::Connector {
-                        // Not this record's fault: stop here, write nothing more.
-                        return stopped_at(sink, batch, written, &dead, *i, e);
+                    if e.scope == Scope::Connector {
+                        if !e.is_retryable() {
+                            // Not this record's fault: stop here, write nothing more.
+                            return stopped_at(sink, batch, written, &dead, *i, e);
+                        }
+                        // Not this record's fault either, and it may pass
+                        // (the token endpoint down): wait, never give the
+                        // record up for it.
+                        first_error.get_or_insert((*i, e));
+                        continue;
                     }
                     if !e.is_retryable() {
                         give_up.push((*i, Class::Rejected, e));
@@ -1053,8 +1067,10 @@ fn stopped_at(
     }
 }
 
-/// How long a retry topic's record still has to wait, if at all.
-fn not_yet(msg: &BorrowedMessage<'_>) -> Option<Duration> {
+/// How long a retry topic's record still has to wait, if at all: at most
+/// the topic's `delay` and a minute (a clock ahead on the host that wrote
+/// it, or a hand-written header, must not hold the partition for good).
+fn not_yet(msg: &BorrowedMessage<'_>, delay: Duration) -> Option<Duration> {
     let not_before = msg
         .headers()?
         .iter()
@@ -1063,7 +1079,10 @@ fn not_yet(msg: &BorrowedMessage<'_>) -> Option<Duration> {
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse::<i64>().ok())?;
     let wait = not_before.saturating_sub(now_ms());
-    (wait > 0).then(|| Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
+    (wait > 0).then(|| {
+        Duration::from_millis(u64::try_from(wait).unwrap_or(0))
+            .min(delay.saturating_add(Duration::from_secs(60)))
+    })
 }
 
 /// A consumed message as the sink sees it; a value that cannot be decoded

@@ -38,17 +38,34 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
         _ => {}
     }
     ferry::config::validate_topic_name(&cfg.topic).map_err(|m| ctx.invalid("topic", m))?;
-    for (key, topic) in [
+    // Every topic the sink reads or writes, by the key that names it: two
+    // the same would loop records back or deliver them twice.
+    let name = &ctx.spec.name;
+    let dlq = resilience.dead_letter_topic(name);
+    let mut topics = vec![
+        ("topic", cfg.topic.clone()),
+        ("dead_letter.topic", dlq.clone()),
         (
             "dead_letter.topic",
-            Some(resilience.dead_letter_topic(&ctx.spec.name)),
+            ferry::runtime::dead_letter::replay_topic(&dlq),
         ),
-        ("fallback.topic", resilience.parking_topic()),
-    ] {
-        if topic.as_deref() == Some(cfg.topic.as_str()) {
+    ];
+    if let Some(park) = resilience.parking_topic() {
+        topics.push(("fallback.topic", park.clone()));
+        topics.push((
+            "fallback.topic",
+            ferry::runtime::dead_letter::replay_topic(&park),
+        ));
+    }
+    for (retry, _) in resilience.retry_topics(name) {
+        topics.push(("dead_letter.retry_topics", retry));
+    }
+    for (i, (key, topic)) in topics.iter().enumerate() {
+        ferry::config::validate_topic_name(topic).map_err(|m| ctx.invalid(key, m))?;
+        if let Some((other, _)) = topics[..i].iter().find(|(_, t)| t == topic) {
             return Err(ctx.invalid(
                 key,
-                format!("`{}` is the topic the sink consumes: its records would come back to it forever", cfg.topic),
+                format!("`{topic}` is also the sink's `{other}` topic: records would loop back or arrive twice"),
             ));
         }
     }

@@ -209,9 +209,14 @@ impl HttpSink {
                     ),
                 ));
             }
-            if status == 401 && attempt == 0 && self.cfg.auth.is_some() {
-                self.auth.invalidate();
-                continue;
+            if status == 401 {
+                if attempt == 0 && self.cfg.auth.is_some() {
+                    // A fresh token first (OAuth2), then it is the credentials.
+                    self.auth.invalidate();
+                    continue;
+                }
+                // Not this record's fault: every record would get the same.
+                return Err(status_error(&what, url, status, &reply.text(), false).for_connector());
             }
             return Err(status_error(
                 &what,
@@ -221,11 +226,10 @@ impl HttpSink {
                 self.outbound.retries(status),
             ));
         }
-        Err(ConnectorError::user(format!(
-            "{}: HTTP 401 twice: the credentials are refused",
+        Err(ConnectorError::internal(format!(
+            "{}: the request was not sent",
             ferry::telemetry::redact::url(url)
-        ))
-        .for_connector())
+        )))
     }
 }
 

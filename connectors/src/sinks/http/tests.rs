@@ -160,3 +160,26 @@ async fn failures_say_how_far_the_batch_got_and_whether_to_retry() {
         "a peer that is down may come back"
     );
 }
+
+#[tokio::test]
+async fn refused_credentials_are_the_connectors_fault_not_the_records() {
+    let (base, _seen) = serve().await;
+    let mut s = sink(json!({
+        "topic": "contacts", "method": "PUT", "url": format!("{base}/contacts/{{{{ key }}}}"),
+        "headers": { "Authorization": "Bearer expired" },
+    }));
+    let batch = vec![record(0, "a", json!({"fail": 401}))];
+    let f = s.write(&batch).await.expect_err("401");
+    let e = f.first_error().expect("an error");
+    assert!(!e.is_retryable());
+    assert_eq!(e.scope, ferry::error::Scope::Connector, "{e}");
+    // A 403 is about the record (this resource), as before.
+    let f = s
+        .write(&[record(1, "b", json!({"fail": 403}))])
+        .await
+        .expect_err("403");
+    assert_eq!(
+        f.first_error().map(|e| e.scope),
+        Some(ferry::error::Scope::Record)
+    );
+}
