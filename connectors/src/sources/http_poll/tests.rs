@@ -212,6 +212,7 @@ async fn serve() -> (String, Arc<Fake>) {
         .route("/looping", get(looping))
         .route("/echoing", get(echoing))
         .route("/down", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+        .route("/slow", get(slow_body))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&fake),
             log_requests,
@@ -722,4 +723,57 @@ async fn fallback_skip_gives_up_the_cycle_after_the_retries() {
         other => panic!("expected the cycle to be skipped, got {other:?}"),
     }
     assert_eq!(downs(&fake), 3, "the retries came first");
+}
+
+/// A page whose body trickles: 10 chunks, 100 ms apart.
+async fn slow_body() -> Response {
+    let chunks = futures::stream::unfold(0u32, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let text = match i {
+            0 => "{\"items\": [".to_owned(),
+            9 => "{\"id\": 9}]}".to_owned(),
+            n => format!("{{\"id\": {n}}},"),
+        };
+        Some((
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(text)),
+            i + 1,
+        ))
+    });
+    axum::body::Body::from_stream(chunks).into_response()
+}
+
+#[tokio::test]
+async fn the_timeout_covers_a_body_that_trickles() {
+    let (base, fake) = serve().await;
+    let cfg: HttpPollConfig = serde_json::from_value(json!({
+        "topic": "t", "url": format!("{base}/slow"), "items": "/items",
+    }))
+    .expect("config parses");
+    let rc: ferry::resilience::ResilienceConfig = serde_json::from_value(json!({
+        "timeout": "300ms", "retry": {"max_attempts": 2, "initial_backoff": "1ms", "max_backoff": "2ms"}
+    }))
+    .expect("resilience");
+    let mut s = HttpPollSource::new("slow", cfg, ferry::resilience::Outbound::new("slow", &rc))
+        .expect("builds");
+    s.open(&ctx(), Positions::new()).await.expect("opens");
+    let started = std::time::Instant::now();
+    let e = s
+        .poll(&ctx())
+        .await
+        .expect_err("the body takes 1 s, the timeout is 300 ms");
+    assert!(e.is_retryable() && e.message.contains("time"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let slow = fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("/slow"))
+        .count();
+    assert_eq!(slow, 2, "each attempt timed out, then was retried once");
 }
