@@ -25,7 +25,7 @@
 //! fails only when no answer came ([`CallError::Failed`]) or the breaker
 //! is open for a caller that skips ([`CallError::Open`]).
 
-use super::circuit_breaker::{Admission, Pass};
+use super::circuit_breaker::{Admission, CircuitState, Pass};
 use super::config::ResilienceConfig;
 use super::retry::{retry_after, RetryPolicy, Verdict};
 use super::targets::{self, Target};
@@ -220,6 +220,13 @@ impl Outbound {
                 None => None,
             };
             let ticket = target.limiter.acquire().await;
+            // The breaker may have opened while this call waited for the
+            // bulkhead or the limiter: ask again rather than send.
+            if !pass.probe && target.breaker.state() == CircuitState::Open {
+                drop(permit);
+                drop(admitted);
+                continue;
+            }
             // 4. One attempt within the timeout.
             attempts += 1;
             let timeout = self.inner.config.timeout;

@@ -64,7 +64,9 @@ impl Statuses {
             .values()
             .cloned()
             .map(|mut s| {
-                s.circuit = crate::resilience::targets::circuit_of(&s.name).map(|c| c.as_str());
+                // A sink's task for returning records calls out as its sink.
+                let connector = s.name.strip_suffix(".returning").unwrap_or(&s.name);
+                s.circuit = crate::resilience::targets::circuit_of(connector).map(|c| c.as_str());
                 s
             })
             .collect()
