@@ -15,54 +15,35 @@
 //!   with headers saying why, and the records after it flow on.
 
 use crate::fake_target::FakeTarget;
-use crate::ferry_bin;
+use crate::sink_setup::{committed_offset, SinkSetup};
 use ferry_testkit::chaos::{ChaosProxy, Fault, LimitedApi, Seen};
-use ferry_testkit::{free_addr, http_get, repo_root, FerryProcess, TestBroker};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use ferry_testkit::{http_get, FerryProcess};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The sink's connector name; its group is `ferry-sink-sink`, its
 /// dead-letter topic `sink.dlq`.
 const SINK: &str = "sink";
 
-/// A broker, a one-partition topic, and a Ferry config running one `http`
-/// sink named `sink` on it.
-struct Setup {
-    broker: TestBroker,
-    dir: tempfile::TempDir,
-    admin: SocketAddr,
-    topic: String,
+/// The shared sink harness, read from off the async workers.
+struct Setup(SinkSetup);
+
+impl std::ops::Deref for Setup {
+    type Target = SinkSetup;
+    fn deref(&self) -> &SinkSetup {
+        &self.0
+    }
 }
 
 impl Setup {
     async fn new(topic: &str) -> Self {
-        let broker = TestBroker::start().await;
-        let admin_client: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &broker.bootstrap)
-            .create()
-            .expect("admin client");
-        let created = admin_client
-            .create_topics(
-                &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .expect("create topic");
-        assert!(created.iter().all(Result::is_ok), "{created:?}");
-        Self {
-            broker,
-            dir: tempfile::tempdir().expect("dir"),
-            admin: free_addr(),
-            topic: topic.to_owned(),
-        }
+        Self(SinkSetup::new(topic).await)
     }
 
     fn producer(&self) -> FutureProducer {
@@ -91,39 +72,7 @@ impl Setup {
     /// A config with the `http` sink; `sink` holds its settings after
     /// `type: http` and `topic` (YAML, indented four spaces).
     fn config(&self, sink: &str) -> PathBuf {
-        let path = self.dir.path().join("ferry.yaml");
-        let text = format!(
-            r#"
-data_dir: {data}
-kafka:
-  bootstrap_servers: "{bootstrap}"
-admin:
-  listen: "{admin}"
-schema_registry:
-  listen: "{registry}"
-  schemas_dir: {schemas}
-connectors:
-  - name: {SINK}
-    type: http
-    topic: {topic}
-{sink}
-"#,
-            data = self.dir.path().display(),
-            bootstrap = self.broker.bootstrap,
-            admin = self.admin,
-            registry = free_addr(),
-            schemas = repo_root().join("schemas").display(),
-            topic = self.topic,
-        );
-        std::fs::write(&path, text).expect("write config");
-        path
-    }
-
-    fn run(&self, config: &Path) -> FerryProcess {
-        let cfg = config.display().to_string();
-        let mut p = FerryProcess::spawn(&ferry_bin(), &["run", &cfg], &repo_root(), &[]);
-        p.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
-        p
+        self.0.config(sink, "")
     }
 
     /// The sink's entry on `/connectors` (`null` if the admin API does not
@@ -147,23 +96,9 @@ connectors:
 
     /// The offset the sink's group committed on partition 0 of the topic.
     async fn committed(&self) -> Option<i64> {
-        let bootstrap = self.broker.bootstrap.clone();
-        let topic = self.topic.clone();
+        let (bootstrap, topic) = (self.broker.bootstrap.clone(), self.topic.clone());
         tokio::task::spawn_blocking(move || {
-            let c: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", format!("ferry-sink-{SINK}"))
-                .create()
-                .expect("consumer");
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&topic, 0);
-            let committed = c
-                .committed_offsets(tpl, Duration::from_secs(10))
-                .expect("committed offsets");
-            match committed.find_partition(&topic, 0).map(|p| p.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            }
+            committed_offset(&bootstrap, &format!("ferry-sink-{SINK}"), &topic)
         })
         .await
         .expect("the committed-offsets lookup ran")
@@ -187,7 +122,7 @@ connectors:
     }
 
     async fn stop(self) {
-        self.broker.stop().await;
+        self.0.stop().await;
     }
 }
 

@@ -8,101 +8,31 @@
 
 use crate::fake_target::FakeTarget;
 use crate::ferry_bin;
-use ferry_testkit::{free_addr, http_get, repo_root, FerryProcess, Finished, TestBroker};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use crate::sink_setup::{create_topics, SinkSetup};
+use ferry_testkit::{repo_root, FerryProcess, Finished, TestBroker};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const DLQ: &str = "sink.dlq";
 
-/// A broker, a topic with one partition, and a Ferry config running one
-/// `http` sink (named `sink`) on it.
-struct Setup {
-    broker: TestBroker,
-    dir: tempfile::TempDir,
-    admin: SocketAddr,
-    topic: String,
+/// The shared sink harness, with the `ferry dlq` commands against its broker.
+struct Setup(SinkSetup);
+
+impl std::ops::Deref for Setup {
+    type Target = SinkSetup;
+    fn deref(&self) -> &SinkSetup {
+        &self.0
+    }
 }
 
 impl Setup {
     async fn new(topic: &str) -> Self {
-        let broker = TestBroker::start().await;
-        create_topics(&broker.bootstrap, &[topic]).await;
-        Self {
-            broker,
-            dir: tempfile::tempdir().expect("dir"),
-            admin: free_addr(),
-            topic: topic.to_owned(),
-        }
-    }
-
-    /// Writes `records` (key, raw value) in order, each acknowledged.
-    async fn produce(&self, records: &[(&str, Vec<u8>)]) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.broker.bootstrap)
-            .set("enable.idempotence", "true")
-            .create()
-            .expect("producer");
-        for (key, value) in records {
-            producer
-                .send(
-                    FutureRecord::to(&self.topic).key(*key).payload(value),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("acknowledged");
-        }
+        Self(SinkSetup::new(topic).await)
     }
 
     /// A config with one `http` sink delivering to `url`.
     fn config(&self, url: &str) -> PathBuf {
-        let path = self.dir.path().join("ferry.yaml");
-        let text = format!(
-            r#"
-data_dir: {data}
-kafka:
-  bootstrap_servers: "{bootstrap}"
-admin:
-  listen: "{admin}"
-schema_registry:
-  listen: "{registry}"
-  schemas_dir: {schemas}
-connectors:
-  - name: sink
-    type: http
-    topic: {topic}
-    url: {url}
-"#,
-            data = self.dir.path().display(),
-            bootstrap = self.broker.bootstrap,
-            admin = self.admin,
-            registry = free_addr(),
-            schemas = repo_root().join("schemas").display(),
-            topic = self.topic,
-        );
-        std::fs::write(&path, text).expect("write config");
-        path
-    }
-
-    fn run(&self, config: &Path) -> FerryProcess {
-        let cfg = config.display().to_string();
-        let mut p = FerryProcess::spawn(&ferry_bin(), &["run", &cfg], &repo_root(), &[]);
-        p.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
-        p
-    }
-
-    /// The sink connector's entry on `/connectors`.
-    fn status(&self) -> serde_json::Value {
-        let (_, body) = http_get(self.admin, "/connectors").unwrap_or_default();
-        let all: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        all.as_array()
-            .and_then(|a| a.iter().find(|c| c["name"] == "sink").cloned())
-            .unwrap_or_default()
+        self.0.config(&format!("    url: {url}\n"), "")
     }
 
     /// `ferry dlq ARGS -b <this broker>`, run to its end (it must end).
@@ -142,27 +72,8 @@ connectors:
     }
 
     async fn stop(self) {
-        self.broker.stop().await;
+        self.0.stop().await;
     }
-}
-
-async fn create_topics(bootstrap: &str, topics: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
-        .collect();
-    let created = admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create topics");
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
 }
 
 fn dlq(bootstrap: &str, args: &[&str]) -> Finished {

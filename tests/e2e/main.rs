@@ -13,6 +13,7 @@ mod restart;
 mod schemas;
 mod secrets;
 mod sink_faults;
+mod sink_setup;
 mod state_topics;
 
 use ferry_testkit::free_addr;
