@@ -691,7 +691,7 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_topic_and_the_rest_fl
     let target = FakeTarget::start().await;
     target.refuse("bad");
     let config = s.config(&format!("    url: {}/ok/{{{{ key }}}}\n", target.url()));
-    let before_ms = now_ms();
+    let before_ms = ferry::schema::envelope::now_millis();
     let mut ferry = s.run(&config);
     wait_for(
         "a0..a4 and b0..b4 delivered",
@@ -747,7 +747,7 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_topic_and_the_rest_fl
         }
     }
     drop(consumer);
-    let after_ms = now_ms();
+    let after_ms = ferry::schema::envelope::now_millis();
 
     assert_eq!(
         target.delivered(),
@@ -808,11 +808,4 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_topic_and_the_rest_fl
 /// The `state` on a `/connectors` entry (`?` when there is none).
 fn state_of(status: &serde_json::Value) -> String {
     status["state"].as_str().unwrap_or("?").to_owned()
-}
-
-/// Now, in Unix epoch milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -29,6 +29,7 @@ use super::headers::{self, dead_letter as h};
 use crate::error::ConnectorError;
 use crate::kafka::{KafkaProducer, OutgoingRecord};
 use crate::resilience::Backoff;
+use crate::schema::envelope::now_millis;
 use crate::sink::SinkRecord;
 use crate::telemetry::{metrics as m, redact};
 use std::time::Duration;
@@ -76,13 +77,6 @@ pub struct Failure {
     pub attempts: u32,
     pub first_ms: i64,
     pub last_ms: i64,
-}
-
-/// Now, in epoch milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The topic `ferry dlq replay` writes a dead-letter topic's records back
@@ -256,7 +250,7 @@ impl DeadLetters {
                 let delay = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                 add(
                     h::RETRY_NOT_BEFORE_MS,
-                    now_ms().saturating_add(delay).to_string(),
+                    now_millis().saturating_add(delay).to_string(),
                 );
                 topic.clone()
             }
@@ -457,7 +451,7 @@ mod tests {
                     let not_before: i64 = get(&out, h::RETRY_NOT_BEFORE_MS)
                         .and_then(|v| v.parse().ok())
                         .expect("not before");
-                    assert!(not_before >= now_ms() + 59_000);
+                    assert!(not_before >= now_millis() + 59_000);
                 }
                 Destination::Park => panic!("nothing is parked without a parking topic"),
                 Destination::Dead => {

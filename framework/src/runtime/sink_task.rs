@@ -51,7 +51,7 @@
 //! can never land after a newer attempt's.
 
 use super::connectors::SinkFactory;
-use super::dead_letter::{now_ms, Class, DeadLetters, Failure};
+use super::dead_letter::{Class, DeadLetters, Failure};
 use super::headers;
 use super::source_task::Exit;
 use super::supervisor::TaskHandle;
@@ -61,6 +61,7 @@ use crate::kafka::{
     KafkaConfig, KafkaConsumer, KafkaLayerError, Rebalance, Received, TopicPartition,
 };
 use crate::resilience::{Backoff, Ordering, ResilienceConfig};
+use crate::schema::envelope::now_millis;
 use crate::schema::json::to_json;
 use crate::schema::registry::Codecs;
 use crate::schema::MAGIC_BYTE;
@@ -539,7 +540,7 @@ impl SinkTask<'_> {
                 let dead_letter = std::sync::Arc::clone(&self.dead_letter);
                 self.writing = Some(
                     async move {
-                        let now = now_ms();
+                        let now = now_millis();
                         let failure = Failure {
                             class: Class::Decode,
                             error,
@@ -952,7 +953,7 @@ async fn write_with_retry(
                 RecordOutcome::Written => written[*i] = true,
                 RecordOutcome::Failed(e) => {
                     let now = Instant::now();
-                    let f = failures[*i].get_or_insert((0, now_ms(), now));
+                    let f = failures[*i].get_or_insert((0, now_millis(), now));
                     f.0 += 1;
                     if e.scope == Scope::Connector {
                         if !e.is_retryable() {
@@ -985,13 +986,13 @@ async fn write_with_retry(
         }
         let gave_up = !give_up.is_empty();
         for (i, class, error) in give_up {
-            let (attempts, first_ms, _) = failures[i].unwrap_or((1, now_ms(), Instant::now()));
+            let (attempts, first_ms, _) = failures[i].unwrap_or((1, now_millis(), Instant::now()));
             let failure = Failure {
                 class,
                 error,
                 attempts,
                 first_ms,
-                last_ms: now_ms(),
+                last_ms: now_millis(),
             };
             if let Err(e) = dead_letter(batch[i].clone(), failure).await {
                 return stopped_at(sink, batch, written, &dead, i, e);
@@ -1078,7 +1079,7 @@ fn not_yet(msg: &BorrowedMessage<'_>, delay: Duration) -> Option<Duration> {
         .value
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse::<i64>().ok())?;
-    let wait = not_before.saturating_sub(now_ms());
+    let wait = not_before.saturating_sub(now_millis());
     (wait > 0).then(|| {
         Duration::from_millis(u64::try_from(wait).unwrap_or(0))
             .min(delay.saturating_add(Duration::from_secs(60)))
