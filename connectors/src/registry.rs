@@ -38,6 +38,7 @@ type Factory = fn(&Context<'_>) -> Result<Planned, ConfigError>;
 /// Every built-in connector type.
 pub const CONNECTORS: &[(&str, Factory)] = &[
     ("http_poll", crate::sources::http_poll::plan),
+    ("webhook", crate::sources::webhook::plan),
     ("http", crate::sinks::http::plan),
 ];
 
@@ -136,9 +137,31 @@ pub fn plan_all(
             })?;
         planned.push((spec.name.clone(), factory(&ctx)?));
     }
+    let mut paths: Vec<(&str, &str)> = Vec::new();
+    for (i, (name, plan)) in planned.iter().enumerate() {
+        if let Planned::Push { mount, .. } = plan {
+            if let Some((_, other)) = paths.iter().find(|(p, _)| *p == mount.path) {
+                return Err(ConfigError::invalid(
+                    origin,
+                    format!("connectors[{i}].path"),
+                    format!(
+                        "`{}` is already the path of connector `{other}`",
+                        mount.path
+                    ),
+                ));
+            }
+            paths.push((&mount.path, name));
+        }
+    }
     for (_, plan) in &planned {
-        if let Planned::Source { topic, .. } = plan {
-            add_topic(&mut config.topics, topic);
+        match plan {
+            Planned::Source { topic, .. } => add_topic(&mut config.topics, topic),
+            Planned::Push { topics, .. } => {
+                for topic in topics {
+                    add_topic(&mut config.topics, topic);
+                }
+            }
+            Planned::Sink { .. } => {}
         }
     }
     Ok(planned)

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod ingress;
 pub mod kafka;
 pub mod prelude;
 pub mod resilience;

@@ -32,6 +32,7 @@ pub struct Sandbox {
     pub admin: SocketAddr,
     pub registry: SocketAddr,
     pub demo: SocketAddr,
+    pub webhooks: SocketAddr,
 }
 
 impl Default for Sandbox {
@@ -48,6 +49,7 @@ impl Sandbox {
             admin: free_addr(),
             registry: free_addr(),
             demo: free_addr(),
+            webhooks: free_addr(),
         }
     }
 
@@ -63,6 +65,7 @@ impl Sandbox {
             ("FERRY__ADMIN__LISTEN", self.admin.to_string()),
             ("FERRY__SCHEMA_REGISTRY__LISTEN", self.registry.to_string()),
             ("FERRY_DEMO_ADDR", self.demo.to_string()),
+            ("FERRY__WEBHOOKS__LISTEN", self.webhooks.to_string()),
         ]
     }
 

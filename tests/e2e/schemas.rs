@@ -474,7 +474,9 @@ async fn an_external_registry_is_used_and_its_verdict_respected() {
         vec![
             "ferry.quickstart.contacts-value",
             "ferry.quickstart.crm-contacts-value",
-            "ferry.quickstart.events-value"
+            "ferry.quickstart.events-value",
+            "ferry.quickstart.orders-value",
+            "ferry.quickstart.webhooks-value"
         ]
     );
     let latest = client

@@ -106,6 +106,29 @@ fn print_banner(
             d.addr()
         );
     }
+    if let Some(addr) = e.webhooks {
+        let scheme = if config.webhooks.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        for c in config.connectors.iter().filter(|c| c.kind == "webhook") {
+            let Some(cfg) = crate::sources::webhook::settings(c) else {
+                continue;
+            };
+            let url = format!("{scheme}://{addr}{}", cfg.path);
+            let _ = writeln!(out, "  Webhook     {}  {url}", c.name);
+            let now = ferry::schema::envelope::now_millis() / 1000;
+            if let Some(curl) =
+                crate::sources::webhook::example::signed_curl(&c.name, &cfg, &url, now)
+            {
+                let _ = writeln!(
+                    out,
+                    "  Try it (signed now, valid for the connector's timestamp tolerance):\n{curl}"
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "Press Ctrl-C to stop.");
     let _ = out.flush();
 }

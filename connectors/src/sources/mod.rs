@@ -1,3 +1,4 @@
 //! Built-in source connectors.
 
 pub mod http_poll;
+pub mod webhook;

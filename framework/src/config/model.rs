@@ -36,6 +36,8 @@ pub struct FerryConfig {
     pub offsets: OffsetsConfig,
     /// Source and sink connectors, each with a `name` and a `type`.
     pub connectors: Vec<ConnectorSpec>,
+    /// The listener webhook connectors are served on, and their spool.
+    pub webhooks: crate::ingress::WebhooksConfig,
     /// `ferry up` also serves a small demo API (a fake CRM and a fake target)
     /// for the quickstart's connectors. Unset: no demo API.
     pub demo: Option<DemoConfig>,
@@ -84,6 +86,7 @@ impl Default for FerryConfig {
             topics: Vec::new(),
             offsets: OffsetsConfig::default(),
             connectors: Vec::new(),
+            webhooks: crate::ingress::WebhooksConfig::default(),
             demo: None,
             shutdown_timeout: std::time::Duration::from_secs(30),
         }
@@ -96,6 +99,9 @@ impl FerryConfig {
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         self.kafka.validate(origin)?;
         self.schema_registry.validate(origin)?;
+        self.webhooks
+            .validate()
+            .map_err(|(key, m)| ConfigError::invalid(origin, key, m))?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, topic) in self.topics.iter().enumerate() {
             let key = format!("topics[{i}].name");

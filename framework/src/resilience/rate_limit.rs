@@ -38,13 +38,38 @@ use tokio::time::Instant;
 /// The generic cell rate algorithm: `interval` between requests on
 /// average, up to `burst` at once.
 #[derive(Debug, Clone)]
-struct Gcra {
+pub(crate) struct Gcra {
     interval: Duration,
     burst: u32,
     tat: Option<Instant>,
 }
 
 impl Gcra {
+    /// `requests_per_second` on average (more than 0), up to `burst` at once.
+    pub(crate) fn new(requests_per_second: f64, burst: u32) -> Self {
+        Self {
+            interval: Duration::from_secs_f64(1.0 / requests_per_second),
+            burst,
+            tat: None,
+        }
+    }
+
+    /// Takes a cell now if one is free, else says when one will be.
+    pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Instant> {
+        let at = self.ready_at(now);
+        if at > now {
+            return Err(at);
+        }
+        self.take(now);
+        Ok(())
+    }
+
+    /// Whether this limiter has recovered its whole burst by `now` (it can
+    /// be forgotten: a fresh one behaves the same).
+    pub(crate) fn idle(&self, now: Instant) -> bool {
+        self.tat.is_none_or(|t| t <= now)
+    }
+
     /// When the next request may go (now, or later).
     fn ready_at(&self, now: Instant) -> Instant {
         let tolerance = self.interval * self.burst.saturating_sub(1);
@@ -181,11 +206,9 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(config: &RateLimitConfig) -> Self {
-        let gcra = config.requests_per_second.map(|rps| Gcra {
-            interval: Duration::from_secs_f64(1.0 / rps),
-            burst: config.burst.get(),
-            tat: None,
-        });
+        let gcra = config
+            .requests_per_second
+            .map(|rps| Gcra::new(rps, config.burst.get()));
         Self {
             from_headers: config.from_headers,
             inner: Mutex::new((gcra, Quota::default())),

@@ -40,6 +40,13 @@ pub enum Planned {
         topic: TopicSpec,
         make: SourceFactory,
     },
+    /// A push source (a webhook receiver) served on the shared listener,
+    /// writing to `topics` (created, with their value schemas registered, at
+    /// startup).
+    Push {
+        topics: Vec<TopicSpec>,
+        mount: crate::ingress::Mount,
+    },
     /// A sink consuming per `settings`.
     Sink {
         settings: Box<SinkSettings>,
@@ -51,6 +58,7 @@ impl std::fmt::Debug for Planned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Source { topic, .. } => write!(f, "Source({})", topic.name),
+            Self::Push { mount, .. } => write!(f, "Push({})", mount.path),
             Self::Sink { settings, .. } => write!(f, "Sink({:?})", settings.topics),
         }
     }

@@ -10,6 +10,10 @@ pub const SCHEMA_SUBJECT: &str = "ferry-schema-subject";
 pub const SCHEMA_VERSION: &str = "ferry-schema-version";
 /// The media type of what the source received.
 pub const CONTENT_TYPE: &str = "content-type";
+/// The sender's delivery id of a webhook (`webhook-id`, `X-GitHub-Delivery`,
+/// the Stripe event id, ...): repeats that reached different Ferry workers
+/// carry the same one.
+pub const DELIVERY_ID: &str = "ferry-delivery-id";
 
 /// Headers of a dead letter (a record a sink could not deliver), beside the
 /// record's own headers. Times are Unix epoch milliseconds.

@@ -66,6 +66,12 @@ pub enum StartError {
     /// A source's topic has no registered value schema.
     #[error("connector `{connector}`: topic `{topic}` has no value schema registered")]
     NoSchema { connector: String, topic: String },
+    #[error(transparent)]
+    Webhooks(#[from] crate::ingress::listener::ListenError),
+    /// A webhook connector's spool or delivery-id file cannot be opened, or
+    /// its path is taken by another.
+    #[error("connector `{connector}`: {message}")]
+    WebhookState { connector: String, message: String },
     /// A topic's schema was refused (incompatible with the registered one, say).
     #[error("{origin}: topic `{topic}`: schema {} under subject `{subject}`: {source}", file.display())]
     Schema {
@@ -99,6 +105,8 @@ pub struct Endpoints {
     /// The embedded broker's data file, when it keeps one.
     pub broker_data: Option<PathBuf>,
     pub admin: SocketAddr,
+    /// The webhook listener, once a webhook connector is started.
+    pub webhooks: Option<SocketAddr>,
     /// The schema registry clients use.
     pub schema_registry: String,
     /// Whether that is the registry this process serves.
@@ -126,6 +134,8 @@ pub struct Running {
     /// Every connector's state.
     pub statuses: Statuses,
     kafka: KafkaConfig,
+    webhooks: crate::ingress::WebhooksConfig,
+    data_dir: PathBuf,
     offsets_topic: String,
     offsets: Option<OffsetStore>,
     budget: StopBudget,
@@ -269,6 +279,7 @@ impl Running {
                 embedded_broker,
                 broker_data,
                 admin: admin_addr,
+                webhooks: None,
                 schema_registry: config.schema_registry.client_url(),
                 schema_registry_served: registry_task.is_some(),
             },
@@ -278,6 +289,8 @@ impl Running {
             schemas: Vec::new(),
             statuses,
             kafka: config.kafka.clone(),
+            webhooks: config.webhooks.clone(),
+            data_dir: config.data_dir.clone(),
             offsets_topic: config.offsets.topic.clone(),
             offsets: None,
             budget: StopBudget::new(config.shutdown_timeout),
@@ -341,8 +354,10 @@ impl Running {
         &mut self,
         planned: Vec<(String, Planned)>,
     ) -> Result<(), StartError> {
+        let mut pushed = Vec::new();
         for (name, plan) in planned {
             match plan {
+                Planned::Push { topics, mount } => pushed.push((name, topics, mount)),
                 Planned::Source { topic, make } => {
                     let schema = self.schema_of(&topic.name, Part::Value).ok_or_else(|| {
                         StartError::NoSchema {
@@ -431,6 +446,101 @@ impl Running {
                 }
             }
         }
+        if !pushed.is_empty() {
+            self.serve_webhooks(pushed)?;
+        }
+        Ok(())
+    }
+
+    /// Opens each push connector's spool and delivery-id window, starts its
+    /// drain as a supervised task, and serves them all on `webhooks.listen`.
+    // The error of `start_connectors`, which calls this once at startup
+    // (clippy checks only non-async functions for the error's size).
+    #[allow(clippy::result_large_err)]
+    fn serve_webhooks(
+        &mut self,
+        pushed: Vec<(String, Vec<TopicSpec>, crate::ingress::Mount)>,
+    ) -> Result<(), StartError> {
+        use crate::ingress::{lane::Lane, listener, seen::Seen};
+        let listener = listener::Listener::bind(&self.webhooks)?;
+        let mut served: Vec<listener::Served> = Vec::new();
+        for (name, topics, mount) in pushed {
+            if let Some(other) = served.iter().find(|s| s.mount.path == mount.path) {
+                return Err(StartError::WebhookState {
+                    message: format!(
+                        "path `{}` is already served by connector `{}`",
+                        mount.path, other.name
+                    ),
+                    connector: name,
+                });
+            }
+            let mut targets = std::collections::HashMap::new();
+            for topic in &topics {
+                let schema = self.schema_of(&topic.name, Part::Value).ok_or_else(|| {
+                    StartError::NoSchema {
+                        connector: name.clone(),
+                        topic: topic.name.clone(),
+                    }
+                })?;
+                targets.insert(
+                    topic.name.clone(),
+                    SourceTarget {
+                        topic: topic.name.clone(),
+                        codec: schema.codec.clone(),
+                        subject: schema.binding.subject.clone(),
+                        version: schema.version,
+                    },
+                );
+            }
+            let dir = self.data_dir.join("webhooks").join(&name);
+            let state_error = |message: String| StartError::WebhookState {
+                connector: name.clone(),
+                message,
+            };
+            let lane = Lane::open(
+                &name,
+                &dir.join("spool"),
+                &self.webhooks.spool,
+                self.producer.clone(),
+            )
+            .map_err(|e| state_error(e.to_string()))?;
+            let seen = Seen::open(
+                &dir.join("delivery-ids"),
+                mount.dedup_window,
+                mount.dedup_max,
+                crate::schema::envelope::now_millis(),
+            )
+            .map_err(|e| state_error(e.to_string()))?;
+            let drain = Arc::clone(&lane);
+            let shutdown = self.shutdown.clone();
+            let task = supervise(
+                name.clone(),
+                "source",
+                self.statuses.clone(),
+                self.shutdown.clone(),
+                move |_handle| {
+                    let (lane, shutdown) = (Arc::clone(&drain), shutdown.clone());
+                    async move {
+                        lane.drain(shutdown).await;
+                        Ok(super::Exit::Stopped)
+                    }
+                },
+            );
+            self.connector_tasks.push(task);
+            tracing::info!(connector = %name, path = %mount.path, "webhook served");
+            served.push(listener::Served {
+                name,
+                mount,
+                lane,
+                seen: Arc::new(std::sync::Mutex::new(seen)),
+                targets,
+            });
+        }
+        let addr = listener.local_addr();
+        tracing::info!(listen = ?addr, tls = self.webhooks.tls.is_some(), "webhook listener started");
+        self.endpoints.webhooks = addr;
+        let task = listener.serve(served, self.shutdown.clone(), self.budget.task_drain());
+        self.connector_tasks.push(task);
         Ok(())
     }
 

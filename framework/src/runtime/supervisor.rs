@@ -50,6 +50,9 @@ pub struct ConnectorStatus {
     /// (`closed`, `open`, `half_open`); absent before its first call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit: Option<&'static str>,
+    /// A webhook connector's spool: events not yet in Kafka.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool: Option<crate::ingress::lane::SpoolStatus>,
 }
 
 /// Every connector's status. Cheap to clone.
@@ -67,6 +70,7 @@ impl Statuses {
                 // A sink's task for returning records calls out as its sink.
                 let connector = s.name.strip_suffix(".returning").unwrap_or(&s.name);
                 s.circuit = crate::resilience::targets::circuit_of(connector).map(|c| c.as_str());
+                s.spool = crate::ingress::lane::spool_of(&s.name);
                 s
             })
             .collect()
@@ -95,6 +99,7 @@ impl Statuses {
                     restarts: 0,
                     last_error: None,
                     circuit: None,
+                    spool: None,
                 },
             );
     }

@@ -85,6 +85,21 @@ impl EventEnvelope {
     }
 }
 
+impl EventEnvelope {
+    /// The id of a pushed event (a webhook), from the connector and the
+    /// sender's delivery id: a repeat of one delivery, even one received by
+    /// another Ferry worker, gets the same id. A UUID version 5 (senders'
+    /// ids such as `msg_…` or `evt_…` are not UUIDs).
+    pub fn delivery_event_id(connector: &str, delivery_id: &str) -> uuid::Uuid {
+        let mut name = Vec::with_capacity(connector.len() + delivery_id.len() + 10);
+        name.extend_from_slice(b"delivery\0");
+        name.extend_from_slice(connector.as_bytes());
+        name.push(0);
+        name.extend_from_slice(delivery_id.as_bytes());
+        uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
+    }
+}
+
 /// Now, in epoch milliseconds.
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()

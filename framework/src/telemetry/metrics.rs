@@ -55,6 +55,23 @@ pub const RETRY_TOPIC_RECORDS_TOTAL: &str = "ferry_retry_topic_records_total";
 pub const PARKED_RECORDS_TOTAL: &str = "ferry_parked_records_total";
 /// Records a sink sent to its dead-letter topic, by `connector` and `class`.
 pub const DEAD_LETTERS_TOTAL: &str = "ferry_dead_letters_total";
+/// Requests to a webhook endpoint, by `connector` and `outcome`
+/// (`stored_kafka`, `stored_spool`, `duplicate`, `unauthorized`,
+/// `bad_request`, `too_large`, `unsupported_media_type`, `rate_limited`,
+/// `unknown_type`, `in_progress`, `unavailable`, `timeout`) and, for 401s,
+/// `reason` (`missing_signature`, `malformed_signature`, `bad_signature`,
+/// `expired`, `future`; else `none`).
+pub const WEBHOOK_REQUESTS_TOTAL: &str = "ferry_webhook_requests_total";
+/// Seconds from a webhook request's arrival to its answer, by `connector`.
+pub const WEBHOOK_REQUEST_DURATION_SECONDS: &str = "ferry_webhook_request_duration_seconds";
+/// Events in a webhook connector's spool, not yet acknowledged by Kafka.
+pub const WEBHOOK_SPOOL_RECORDS: &str = "ferry_webhook_spool_records";
+/// Bytes those events take on disk.
+pub const WEBHOOK_SPOOL_BYTES: &str = "ferry_webhook_spool_bytes";
+/// Age of the oldest event in the spool (0 when empty).
+pub const WEBHOOK_SPOOL_OLDEST_AGE_SECONDS: &str = "ferry_webhook_spool_oldest_age_seconds";
+/// Events drained from the spool to Kafka.
+pub const WEBHOOK_SPOOL_DRAINED_TOTAL: &str = "ferry_webhook_spool_drained_records_total";
 /// Always 1; labels carry the version.
 pub const BUILD_INFO: &str = "ferry_build_info";
 /// 1 while the last readiness probe reached Kafka, else 0.
