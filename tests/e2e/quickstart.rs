@@ -114,6 +114,51 @@ fn quickstart_serves_standard_clients_and_stops_on_sigint() {
         .iter()
         .all(|l| l["key"].as_str().is_some_and(|k| k.starts_with('k'))));
 
+    // The banner's webhook curl, pasted as a user would: stored once, a
+    // repeat is a duplicate, and the order event is on the orders topic.
+    let curl: Vec<&str> = banner
+        .lines()
+        .skip_while(|l| !l.starts_with("curl "))
+        .take_while(|l| l.starts_with("curl ") || l.starts_with("    "))
+        .collect();
+    assert!(
+        curl.last().is_some_and(|l| l.contains("--data-raw")),
+        "the banner prints a whole curl command: {banner}"
+    );
+    let curl = curl.join("\n");
+    for expected in ["\"status\":\"stored\"", "\"status\":\"duplicate\""] {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &curl])
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.contains(expected),
+            "{curl}\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let orders = FerryProcess::run(
+        &ferry_bin(),
+        &[
+            "tail",
+            "ferry.quickstart.orders",
+            "--from-beginning",
+            "--max",
+            "1",
+            "-b",
+            &bootstrap,
+        ],
+        &repo_root(),
+        &[],
+        Duration::from_secs(60),
+    );
+    let order: serde_json::Value =
+        serde_json::from_str(orders.stdout.trim()).expect("one JSON line");
+    assert_eq!(order["key"], "ord_1", "{order}");
+    assert_eq!(order["value"]["type"], "order.created", "{order}");
+    assert_eq!(order["value"]["source"], "demo-webhooks", "{order}");
+
     // `ferry topics`.
     let run = |args: &[&str]| {
         let mut all = vec!["topics"];

@@ -55,38 +55,79 @@ impl AcceptRate {
     }
 }
 
-/// Budgets kept for at most this many sender addresses; past it, those
-/// that have recovered their whole burst are forgotten (a fresh budget is
-/// the same), so a scan from many addresses cannot grow memory for good.
+/// Budgets kept for at most this many senders. At the cap, budgets that
+/// have recovered their whole burst are forgotten (a fresh one is the
+/// same; at most once a second, the scan being linear); senders that still
+/// find no room share one overflow budget. Memory stays bounded whatever
+/// addresses a flood comes from.
 const MAX_TRACKED: usize = 10_000;
+
+/// Whose budget a request draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Whose {
+    /// `per: all`.
+    Everyone,
+    /// An IPv4 address, or an IPv6 /64 (one host's usual allocation).
+    Sender(IpAddr),
+    /// New senders while the table is full.
+    Overflow,
+}
+
+#[derive(Debug)]
+struct Budgets {
+    table: HashMap<Whose, Gcra>,
+    swept: Option<Instant>,
+}
 
 /// The admission control of one endpoint.
 #[derive(Debug)]
 pub struct Admission {
     rate: AcceptRate,
-    budgets: Mutex<HashMap<Option<IpAddr>, Gcra>>,
+    budgets: Mutex<Budgets>,
 }
 
 impl Admission {
     pub fn new(rate: AcceptRate) -> Self {
         Self {
             rate,
-            budgets: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(Budgets {
+                table: HashMap::new(),
+                swept: None,
+            }),
         }
     }
 
     /// `Ok` to take the request from `peer`, else how long to wait.
     pub fn admit(&self, peer: IpAddr) -> Result<(), Duration> {
-        let key = (self.rate.per == Per::Ip).then_some(peer);
+        let mut key = match self.rate.per {
+            Per::All => Whose::Everyone,
+            Per::Ip => Whose::Sender(match peer {
+                IpAddr::V6(v6) => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    IpAddr::V6(prefix.into())
+                }
+                v4 => v4,
+            }),
+        };
         let now = Instant::now();
         let mut budgets = self
             .budgets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if budgets.len() >= MAX_TRACKED && !budgets.contains_key(&key) {
-            budgets.retain(|_, g| !g.idle(now));
+        if budgets.table.len() >= MAX_TRACKED && !budgets.table.contains_key(&key) {
+            if budgets
+                .swept
+                .is_none_or(|t| now >= t + Duration::from_secs(1))
+            {
+                budgets.table.retain(|_, g| !g.idle(now));
+                budgets.swept = Some(now);
+            }
+            if budgets.table.len() >= MAX_TRACKED {
+                key = Whose::Overflow;
+            }
         }
         let gcra = budgets
+            .table
             .entry(key)
             .or_insert_with(|| Gcra::new(self.rate.requests_per_second, self.rate.burst.get()));
         gcra.try_take(now).map_err(|at| at - now)
@@ -134,14 +175,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn many_senders_do_not_grow_memory_for_good() {
+    async fn a_flood_from_many_addresses_is_bounded_and_shares_one_budget() {
         let a = Admission::new(rate(Per::Ip));
-        for i in 0..(MAX_TRACKED as u32 + 10) {
+        let tracked = |a: &Admission| {
+            a.budgets
+                .lock()
+                .map(|b| b.table.len())
+                .unwrap_or(usize::MAX)
+        };
+        // No budget recovers during the flood (time stands still).
+        for i in 0..(MAX_TRACKED as u32 * 2) {
             let _ = a.admit(IpAddr::from(i.to_be_bytes()));
         }
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let _ = a.admit([1, 1, 1, 1].into());
-        let tracked = a.budgets.lock().map(|b| b.len()).unwrap_or(usize::MAX);
-        assert!(tracked <= MAX_TRACKED, "{tracked}");
+        assert!(tracked(&a) <= MAX_TRACKED + 1, "{}", tracked(&a));
+        // Past the cap, new senders draw on one overflow budget: its burst,
+        // then refusals.
+        let fresh = |n: u32| IpAddr::from((0xC000_0000 + n).to_be_bytes());
+        let admitted = (0..10).filter(|&n| a.admit(fresh(n)).is_ok()).count();
+        assert_eq!(admitted, 0, "the overflow budget was spent by the flood");
+        // Once budgets have recovered, a new sender gets its own again.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(a.admit(fresh(99)).is_ok());
+        assert!(tracked(&a) < 10, "idle budgets forgotten: {}", tracked(&a));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_ipv6_host_is_one_sender() {
+        let a = Admission::new(rate(Per::Ip));
+        for i in 0..3u16 {
+            assert!(a
+                .admit(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, i, 0, 0, 1).into())
+                .is_ok());
+        }
+        let other_address_same_64 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 9, 9, 9, 9);
+        assert!(a.admit(other_address_same_64.into()).is_err());
+        assert!(a
+            .admit(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1).into())
+            .is_ok());
     }
 }

@@ -20,8 +20,14 @@ pub struct WebhooksConfig {
     /// body (a slow sender is cut off with 408).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// The largest body accepted; a larger one is answered 413.
+    /// The largest body accepted; a larger one is answered 413. An event
+    /// must also fit Kafka's record size limit (librdkafka's
+    /// `message.max.bytes`, 1000000 by default, and the topic's
+    /// `max.message.bytes`); Ferry answers 413 to one Kafka refuses.
     pub body_limit: usize,
+    /// Requests handled at once over every webhook connector; beyond it,
+    /// 503 with `Retry-After: 1`. Bounds the memory bodies take.
+    pub max_in_flight: usize,
     /// The local spool (under `data_dir`/webhooks) that keeps accepted
     /// events Kafka has not acknowledged in time.
     pub spool: SpoolConfig,
@@ -34,6 +40,7 @@ impl Default for WebhooksConfig {
             tls: None,
             request_timeout: Duration::from_secs(30),
             body_limit: 1024 * 1024,
+            max_in_flight: 512,
             spool: SpoolConfig::default(),
         }
     }
@@ -81,6 +88,9 @@ impl WebhooksConfig {
                 "webhooks.body_limit",
                 format!("{} bytes: must be 1 to 64 MiB", self.body_limit),
             ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(("webhooks.max_in_flight", "must be at least 1".into()));
         }
         if self.request_timeout < Duration::from_millis(100) {
             return Err(("webhooks.request_timeout", "must be at least 100ms".into()));

@@ -51,6 +51,22 @@ pub enum Unavailable {
     Full { limit: u64 },
     #[error("the spool cannot be written: {0}")]
     Disk(String),
+    /// Kafka will never take this record (too large, invalid): it is not
+    /// spooled, where it would block every event behind it.
+    #[error("Kafka refuses the event: {0}")]
+    Refused(String),
+}
+
+/// Whether Kafka refused this record for what it is (its size, its
+/// format), so sending it again cannot succeed. Errors about the topic
+/// (missing, not authorized) are not the record's: they may pass, and the
+/// record waits in the spool meanwhile.
+fn refuses_the_record(e: &crate::kafka::ProduceError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.source.rdkafka_error_code(),
+        Some(C::MessageSizeTooLarge | C::InvalidMessage | C::InvalidMessageSize | C::InvalidRecord)
+    )
 }
 
 /// What `/connectors` shows of a spool.
@@ -79,8 +95,9 @@ pub fn spool_of(name: &str) -> Option<SpoolStatus> {
     Some(lane.status())
 }
 
-/// Events a drain round sends at once.
-const DRAIN_BATCH: usize = 256;
+/// Events a drain round sends at once (bounding its memory by this many
+/// bodies).
+const DRAIN_BATCH: usize = 64;
 const DRAIN_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const DRAIN_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -97,6 +114,11 @@ pub struct Lane {
     deadline: Duration,
     limit: u64,
     wake: Notify,
+    /// The topics this connector writes: a spooled entry for any other is
+    /// set aside, never produced.
+    topics: std::collections::HashSet<String>,
+    /// Where entries Kafka refuses for good are kept.
+    rejected: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Lane {
@@ -114,6 +136,7 @@ impl Lane {
         dir: &Path,
         config: &SpoolConfig,
         producer: KafkaProducer,
+        topics: impl IntoIterator<Item = String>,
     ) -> Result<Arc<Self>, SpoolError> {
         let spool = Spool::open(dir, config.max_bytes)?;
         let depth = spool.depth();
@@ -129,6 +152,8 @@ impl Lane {
             deadline: config.kafka_deadline,
             limit: config.max_bytes,
             wake: Notify::new(),
+            topics: topics.into_iter().collect(),
+            rejected: dir.with_file_name("rejected"),
         });
         lane.publish();
         lanes()
@@ -138,23 +163,34 @@ impl Lane {
         Ok(lane)
     }
 
-    /// Makes `record` durable (see the module doc); returns where.
+    /// Makes `record` durable (see the module doc); returns where. The
+    /// deadline covers the wait for room in librdkafka's queue (shared by
+    /// the whole process) as well as the acknowledgement.
     pub async fn store(&self, record: OutgoingRecord) -> Result<Stored, Unavailable> {
+        let deadline = tokio::time::Instant::now() + self.deadline;
         let gate = self.gate.lock().await;
         if self.pending.load(Ordering::Acquire) > 0 {
             let stored = self.spool_append(&record).await;
             drop(gate);
             return stored;
         }
-        let enqueued = self.producer.enqueue(record.clone()).await;
+        let enqueued =
+            tokio::time::timeout_at(deadline, self.producer.enqueue(record.clone())).await;
         drop(gate);
         let why = match enqueued {
-            Ok(pending) => match tokio::time::timeout(self.deadline, pending.delivered()).await {
+            Ok(Ok(pending)) => match tokio::time::timeout_at(deadline, pending.delivered()).await {
                 Ok(Ok(_)) => return Ok(Stored::Kafka),
+                Ok(Err(e)) if refuses_the_record(&e) => {
+                    return Err(Unavailable::Refused(e.to_string()))
+                }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no acknowledgement within {:?}", self.deadline),
             },
-            Err(e) => e.to_string(),
+            Ok(Err(e)) if refuses_the_record(&e) => {
+                return Err(Unavailable::Refused(e.to_string()))
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("librdkafka's queue stayed full for {:?}", self.deadline),
         };
         tracing::debug!(connector = %self.name, reason = %why, "Kafka did not take the event in time; spooling it");
         let _gate = self.gate.lock().await;
@@ -247,8 +283,12 @@ impl Lane {
         }
     }
 
-    /// Sends one batch from the head of the spool and removes it once Kafka
-    /// acknowledged all of it.
+    /// Sends one batch from the head of the spool and removes from it what
+    /// Kafka acknowledged, in order, up to the first failure. An entry Kafka
+    /// refuses for what it is (or naming a topic this connector does not
+    /// write) would block the spool for good: it is set aside in the
+    /// `rejected/` folder beside the spool (one JSON file each, fsynced)
+    /// and passed.
     async fn drain_round(&self) -> Result<(), String> {
         let spool = Arc::clone(&self.spool);
         let batch = tokio::task::spawn_blocking(move || {
@@ -260,47 +300,177 @@ impl Lane {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        let Some(last) = batch.last().map(|(t, _)| *t) else {
+        if batch.is_empty() {
             let spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
             self.pending.store(spool.depth(), Ordering::Release);
             return Ok(());
-        };
-        let count = batch.len() as u64;
-        let mut acks = Vec::with_capacity(batch.len());
-        for (_, e) in batch {
+        }
+        // Each entry's outcome, in order: Ok (acknowledged or set aside) or
+        // the failure that stops the round there.
+        let mut sent = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for (ticket, e) in batch {
+            if !self.topics.contains(&e.topic) {
+                let why = format!("topic `{}` is not one this connector writes", e.topic);
+                sent.push((ticket, e, Err(why)));
+                continue;
+            }
             let record = OutgoingRecord {
-                topic: e.topic,
-                key: e.key,
-                payload: Some(e.value),
-                headers: e.headers,
+                topic: e.topic.clone(),
+                key: e.key.clone(),
+                payload: Some(e.value.clone()),
+                headers: e.headers.clone(),
                 partition: None,
             };
-            acks.push(
-                self.producer
-                    .enqueue(record)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .delivered(),
-            );
+            match self.producer.enqueue(record).await {
+                Ok(p) => sent.push((ticket, e, Ok(p))),
+                Err(err) if refuses_the_record(&err) => {
+                    sent.push((ticket, e, Err(err.to_string())))
+                }
+                Err(err) => {
+                    failure = Some(err.to_string());
+                    break;
+                }
+            }
         }
-        for r in futures::future::join_all(acks).await {
-            r.map_err(|e| e.to_string())?;
+        let mut upto = None;
+        let mut drained = 0u64;
+        for (ticket, entry, outcome) in sent {
+            let refused = match outcome {
+                Ok(pending) => match pending.delivered().await {
+                    Ok(_) => None,
+                    Err(err) if refuses_the_record(&err) => Some(err.to_string()),
+                    Err(err) => {
+                        failure.get_or_insert(err.to_string());
+                        break;
+                    }
+                },
+                Err(why) => Some(why),
+            };
+            if let Some(why) = refused {
+                self.set_aside(&entry, &why).await?;
+            }
+            upto = Some(ticket);
+            drained += 1;
         }
-        let (spool, pending) = (Arc::clone(&self.spool), Arc::clone(&self.pending));
-        let depth = tokio::task::spawn_blocking(move || {
-            let mut spool = spool.lock().unwrap_or_else(PoisonError::into_inner);
-            spool.ack(last)?;
-            pending.store(spool.depth(), Ordering::Release);
-            Ok::<_, SpoolError>(spool.depth())
+        if let Some(last) = upto {
+            let (spool, pending) = (Arc::clone(&self.spool), Arc::clone(&self.pending));
+            let depth = tokio::task::spawn_blocking(move || {
+                let mut spool = spool.lock().unwrap_or_else(PoisonError::into_inner);
+                spool.ack(last)?;
+                pending.store(spool.depth(), Ordering::Release);
+                Ok::<_, SpoolError>(spool.depth())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            metrics::counter!(m::WEBHOOK_SPOOL_DRAINED_TOTAL, "connector" => self.name.clone())
+                .increment(drained);
+            if depth == 0 {
+                tracing::info!(connector = %self.name, "webhook spool drained; events go straight to Kafka again");
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Keeps an entry Kafka will never take in `rejected/` (beside the
+    /// spool), so it leaves the spool without being lost.
+    async fn set_aside(&self, entry: &SpoolEntry, why: &str) -> Result<(), String> {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let doc = serde_json::json!({
+            "connector": self.name,
+            "reason": why,
+            "topic": entry.topic,
+            "key_base64": entry.key.as_deref().map(b64),
+            "value_base64": b64(&entry.value),
+            "headers": entry.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect::<Vec<_>>(),
+            "spooled_at_ms": entry.spooled_at_ms,
+        });
+        let dir = self.rejected.clone();
+        let name = format!("{}-{}.json", entry.spooled_at_ms, uuid::Uuid::new_v4());
+        let written = tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(name);
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(doc.to_string().as_bytes())?;
+            f.sync_all()?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            Ok::<_, std::io::Error>(path)
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        metrics::counter!(m::WEBHOOK_SPOOL_DRAINED_TOTAL, "connector" => self.name.clone())
-            .increment(count);
-        if depth == 0 {
-            tracing::info!(connector = %self.name, "webhook spool drained; events go straight to Kafka again");
-        }
+        .map_err(|e| format!("cannot set aside a spooled event Kafka refuses: {e}"))?;
+        metrics::counter!(m::WEBHOOK_SPOOL_REJECTED_TOTAL, "connector" => self.name.clone())
+            .increment(1);
+        tracing::error!(connector = %self.name, reason = why, file = %written.display(), "webhook spool: Kafka refuses a spooled event for good; it is kept in this file and the spool goes on");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::kafka::KafkaConfig;
+
+    fn record(i: usize) -> OutgoingRecord {
+        OutgoingRecord {
+            topic: "t".into(),
+            key: Some(format!("k{i}").into_bytes()),
+            payload: Some(vec![b'x'; 1000]),
+            headers: vec![("n".into(), i.to_string().into_bytes())],
+            partition: None,
+        }
+    }
+
+    /// Kafka unreachable: the first event waits out the deadline, then every
+    /// event goes to the spool at once, in order, fsynced; at the size limit
+    /// the lane says so instead of accepting.
+    #[tokio::test]
+    async fn without_kafka_events_wait_in_the_spool_in_order_until_it_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let producer = KafkaProducer::new(&KafkaConfig::default(), "127.0.0.1:1").unwrap();
+        let config = SpoolConfig {
+            kafka_deadline: Duration::from_millis(300),
+            max_bytes: 1024 * 1024,
+        };
+        let lane =
+            Lane::open("lane-test", dir.path(), &config, producer, ["t".to_owned()]).unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(lane.store(record(0)).await.unwrap(), Stored::Spool);
+        assert!(started.elapsed() >= config.kafka_deadline);
+        let started = tokio::time::Instant::now();
+        assert_eq!(lane.store(record(1)).await.unwrap(), Stored::Spool);
+        assert!(
+            started.elapsed() < config.kafka_deadline,
+            "once the spool holds events, new ones join it without waiting for Kafka"
+        );
+        assert_eq!(lane.status().records, 2);
+        assert_eq!(spool_of("lane-test").map(|s| s.records), Some(2));
+        let mut stored = 2;
+        let full = loop {
+            match lane.store(record(stored)).await {
+                Ok(Stored::Spool) => stored += 1,
+                other => break other,
+            }
+        };
+        assert!(matches!(full, Err(Unavailable::Full { .. })), "{full:?}");
+        assert!(
+            stored > 900 && stored < 1100,
+            "{stored} events of ~1 KiB in 1 MiB"
+        );
+        drop(lane);
+        let mut spool = Spool::open(dir.path(), config.max_bytes).unwrap();
+        let kept = spool.peek(usize::MAX).unwrap();
+        assert_eq!(kept.len(), stored, "everything answered is on disk");
+        for (i, (_, e)) in kept.iter().enumerate() {
+            assert_eq!(
+                e.key.as_deref(),
+                Some(format!("k{i}").as_bytes()),
+                "in order"
+            );
+        }
     }
 }

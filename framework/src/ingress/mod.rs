@@ -215,6 +215,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any header text: no panic, and the id is always printable and
+        /// bounded (it goes into a response header and a Kafka header).
+        #[test]
+        fn any_header_gives_a_usable_correlation_id(tp in ".*", rid in ".*", d in proptest::option::of(".*")) {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&tp) {
+                h.insert("traceparent", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&rid) {
+                h.insert("x-request-id", v);
+            }
+            let id = correlation_id(&h, d.as_deref());
+            proptest::prop_assert!(printable(&id), "{id:?}");
+            proptest::prop_assert!(HeaderValue::from_str(&id).is_ok());
+        }
+    }
+
     #[test]
     fn then_the_request_id_then_the_delivery_id() {
         let mut h = HeaderMap::new();

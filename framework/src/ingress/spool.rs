@@ -90,6 +90,40 @@ pub struct Spool {
     cursor: Ticket,
     /// Each pending entry: its ticket, where its frame starts, spooled_at_ms.
     pending: VecDeque<(Ticket, u64, i64)>,
+    /// Random per spool, mixed into every frame's checksum, so bytes inside
+    /// an event's body (which a sender chooses) can never pass for a frame
+    /// when recovery resynchronises after a torn entry.
+    salt: Salt,
+}
+
+type Salt = [u8; 8];
+
+/// The spool's salt: read from `dir/salt`, or made (random) and stored
+/// before the first segment. A spool with segments and no salt file keeps
+/// the all-zero salt it was written with.
+fn load_salt(dir: &Path, has_segments: bool) -> Result<Salt, SpoolError> {
+    let path = dir.join("salt");
+    match fs::read(&path) {
+        Ok(bytes) => Ok(bytes
+            .get(..8)
+            .and_then(|b| Salt::try_from(b).ok())
+            .unwrap_or_else(|| {
+                tracing::error!(file = %path.display(), "spool: salt file damaged; entries written with it will not be recognised");
+                [0; 8]
+            })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !has_segments => {
+            let mut salt = [0; 8];
+            salt.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
+            let tmp = dir.join("salt.tmp");
+            let mut f = File::create(&tmp).map_err(at(&tmp))?;
+            f.write_all(&salt).and_then(|()| f.sync_all()).map_err(at(&tmp))?;
+            fs::rename(&tmp, &path).map_err(at(&path))?;
+            sync_dir(dir)?;
+            Ok(salt)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok([0; 8]),
+        Err(e) => Err(at(&path)(e)),
+    }
 }
 
 impl Ticket {
@@ -108,6 +142,7 @@ impl Spool {
             sync_dir(parent.unwrap_or(Path::new(".")))?;
         }
         let mut segments = list_segments(dir)?;
+        let salt = load_salt(dir, !segments.is_empty())?;
         let loaded = read_cursor(dir)?;
         let mut cursor = loaded.unwrap_or(Ticket::new(segments.front().map_or(0, |s| s.seq), 0));
         if let Some(s) = segments.iter().find(|s| s.seq == cursor.segment) {
@@ -131,6 +166,7 @@ impl Spool {
             dir_synced: true,
             cursor,
             pending: VecDeque::new(),
+            salt,
         };
         for i in 0..spool.segments.len() {
             spool.recover(i)?;
@@ -154,7 +190,7 @@ impl Spool {
     /// After an error the entry counts as not stored (should a failed fsync
     /// have written it anyway, it is delivered too: a duplicate, not a loss).
     pub fn append(&mut self, entry: &SpoolEntry) -> Result<Ticket, SpoolError> {
-        let frame = encode_frame(entry)?;
+        let frame = encode_frame(entry, &self.salt)?;
         let size = frame.len() as u64;
         if self.bytes().saturating_add(size) > self.max_bytes {
             let limit = self.max_bytes;
@@ -195,7 +231,10 @@ impl Spool {
             };
             let mut frame = vec![0; (ticket.end - start) as usize];
             file.seek(SeekFrom::Start(start)).map_err(at(&path))?;
-            match file.read_exact(&mut frame).map(|()| parse_frame(&frame)) {
+            match file
+                .read_exact(&mut frame)
+                .map(|()| parse_frame(&frame, &self.salt))
+            {
                 Ok(Some((_, entry))) => out.push((ticket, entry)),
                 Err(e) if e.kind() != io::ErrorKind::UnexpectedEof => return Err(at(&path)(e)),
                 _ => {
@@ -277,12 +316,12 @@ impl Spool {
         let mut pos = if seq == c.segment { c.end as usize } else { 0 };
         while pos < bytes.len() {
             let start = pos as u64;
-            if let Some((n, entry)) = parse_frame(&bytes[pos..]) {
+            if let Some((n, entry)) = parse_frame(&bytes[pos..], &self.salt) {
                 let ticket = Ticket::new(seq, start + n as u64);
                 self.pending.push_back((ticket, start, entry.spooled_at_ms));
                 pos += n;
             } else if let Some(next) =
-                (pos + 1..bytes.len()).find(|&q| parse_frame(&bytes[q..]).is_some())
+                (pos + 1..bytes.len()).find(|&q| parse_frame(&bytes[q..], &self.salt).is_some())
             {
                 tracing::error!(file = %path.display(), offset = pos, skipped_bytes = next - pos,
                     "spool: corrupt entry skipped");
@@ -419,14 +458,15 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
 }
 
-fn frame_crc(len: &[u8], payload: &[u8]) -> u32 {
+fn frame_crc(salt: &Salt, len: &[u8], payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
+    hasher.update(salt);
     hasher.update(len);
     hasher.update(payload);
     hasher.finalize()
 }
 
-fn encode_frame(e: &SpoolEntry) -> Result<Vec<u8>, SpoolError> {
+fn encode_frame(e: &SpoolEntry, salt: &Salt) -> Result<Vec<u8>, SpoolError> {
     let key = e.key.as_ref().map_or(0, |k| 4 + k.len());
     let headers: usize = e.headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let size = (21 + e.topic.len() + key + e.value.len() + headers) as u64;
@@ -456,13 +496,13 @@ fn encode_frame(e: &SpoolEntry) -> Result<Vec<u8>, SpoolError> {
         put(&mut out, name.as_bytes());
         put(&mut out, value);
     }
-    let crc = frame_crc(&out[4..8], &out[HEADER as usize..]);
+    let crc = frame_crc(salt, &out[4..8], &out[HEADER as usize..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
 /// The frame at the start of `buf`, with its length, if it checks out.
-fn parse_frame(buf: &[u8]) -> Option<(usize, SpoolEntry)> {
+fn parse_frame(buf: &[u8], salt: &Salt) -> Option<(usize, SpoolEntry)> {
     let mut d = Decoder(buf);
     let (magic, len_bytes, crc) = (d.take::<4>()?, d.take::<4>()?, d.take::<4>()?);
     let len = u32::from_le_bytes(len_bytes);
@@ -470,7 +510,7 @@ fn parse_frame(buf: &[u8]) -> Option<(usize, SpoolEntry)> {
         return None;
     }
     let payload = d.0.get(..len as usize)?;
-    if frame_crc(&len_bytes, payload) != u32::from_le_bytes(crc) {
+    if frame_crc(salt, &len_bytes, payload) != u32::from_le_bytes(crc) {
         return None;
     }
     Some((HEADER as usize + payload.len(), decode_entry(payload)?))
@@ -574,6 +614,9 @@ mod tests {
     /// The bytes of a segment holding entries 0..5, and their tickets.
     fn five_entries() -> (Vec<u8>, Vec<Ticket>) {
         let dir = tempfile::tempdir().unwrap();
+        // The all-zero salt of a spool whose segments have no salt file
+        // (what `with_files` makes).
+        fs::write(dir.path().join("salt"), [0; 8]).unwrap();
         let tickets = fill(&mut reopen(dir.path()), 0..5);
         (fs::read(segment_path(dir.path(), 0)).unwrap(), tickets)
     }
@@ -584,7 +627,7 @@ mod tests {
         let mut spool = reopen(dir.path());
         let tickets = fill(&mut spool, 0..50);
         assert!(tickets.windows(2).all(|w| w[0] < w[1]));
-        let frames = (0..50).map(|i| encode_frame(&entry(i)).unwrap().len() as u64);
+        let frames = (0..50).map(|i| encode_frame(&entry(i), &[0; 8]).unwrap().len() as u64);
         assert_eq!(spool.bytes(), frames.sum::<u64>());
         assert_eq!((spool.depth(), spool.oldest_ms()), (50, Some(1_000)));
         let batch = spool.peek(10).unwrap();
@@ -630,7 +673,7 @@ mod tests {
     fn full_at_the_limit_and_accepting_again_after_ack() {
         let dir = tempfile::tempdir().unwrap();
         let e = entry(1);
-        let limit = 3 * encode_frame(&e).unwrap().len() as u64;
+        let limit = 3 * encode_frame(&e, &[0; 8]).unwrap().len() as u64;
         let mut spool = Spool::open(dir.path(), limit).unwrap();
         for _ in 0..3 {
             spool.append(&e).unwrap();
@@ -735,6 +778,32 @@ mod tests {
         }
     }
 
+    /// A sender chooses the bytes of its event's body: a body holding what
+    /// looks like a whole frame must not become an entry of its own when
+    /// recovery resynchronises after that event's append was torn.
+    #[test]
+    fn a_frame_forged_inside_a_torn_body_is_not_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = reopen(dir.path());
+        spool.append(&entry(1)).unwrap();
+        let mut forged = entry(2);
+        forged.topic = "ferry-offsets".into();
+        let mut carrier = entry(3);
+        let mut body = encode_frame(&forged, &[0; 8]).unwrap();
+        body.extend_from_slice(&[0; 64]);
+        carrier.value = body;
+        let t = spool.append(&carrier).unwrap();
+        drop(spool);
+        // The carrier's append is torn after the forged bytes, before its end.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir.path(), t.segment))
+            .unwrap();
+        file.set_len(t.end - 10).unwrap();
+        let mut spool = reopen(dir.path());
+        assert_eq!(pending(&mut spool), vec![entry(1)]);
+    }
+
     proptest! {
         #![proptest_config(config())]
 
@@ -748,7 +817,7 @@ mod tests {
         ) {
             let mut bytes = Vec::new();
             for chunk in &chunks {
-                let frame = |e: &SpoolEntry| encode_frame(e).unwrap();
+                let frame = |e: &SpoolEntry| encode_frame(e, &[0; 8]).unwrap();
                 bytes.extend(chunk.as_ref().map_or_else(Clone::clone, frame));
             }
             let valid = |(s, e)| encode_cursor(Ticket::new(s, e));

@@ -502,6 +502,7 @@ impl Running {
                 &dir.join("spool"),
                 &self.webhooks.spool,
                 self.producer.clone(),
+                targets.keys().cloned(),
             )
             .map_err(|e| state_error(e.to_string()))?;
             let seen = Seen::open(

@@ -58,7 +58,7 @@ pub const DEAD_LETTERS_TOTAL: &str = "ferry_dead_letters_total";
 /// Requests to a webhook endpoint, by `connector` and `outcome`
 /// (`stored_kafka`, `stored_spool`, `duplicate`, `unauthorized`,
 /// `bad_request`, `too_large`, `unsupported_media_type`, `rate_limited`,
-/// `unknown_type`, `in_progress`, `unavailable`, `timeout`) and, for 401s,
+/// `unknown_type`, `in_progress`, `unavailable`, `busy`, `timeout`) and, for 401s,
 /// `reason` (`missing_signature`, `malformed_signature`, `bad_signature`,
 /// `expired`, `future`; else `none`).
 pub const WEBHOOK_REQUESTS_TOTAL: &str = "ferry_webhook_requests_total";
@@ -72,6 +72,9 @@ pub const WEBHOOK_SPOOL_BYTES: &str = "ferry_webhook_spool_bytes";
 pub const WEBHOOK_SPOOL_OLDEST_AGE_SECONDS: &str = "ferry_webhook_spool_oldest_age_seconds";
 /// Events drained from the spool to Kafka.
 pub const WEBHOOK_SPOOL_DRAINED_TOTAL: &str = "ferry_webhook_spool_drained_records_total";
+/// Spooled events Kafka refuses for good (too large, invalid), kept in
+/// `<data_dir>/webhooks/<connector>/rejected/` instead.
+pub const WEBHOOK_SPOOL_REJECTED_TOTAL: &str = "ferry_webhook_spool_rejected_total";
 /// Always 1; labels carry the version.
 pub const BUILD_INFO: &str = "ferry_build_info";
 /// 1 while the last readiness probe reached Kafka, else 0.
