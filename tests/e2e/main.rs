@@ -15,6 +15,8 @@ mod secrets;
 mod sink_faults;
 mod sink_setup;
 mod state_topics;
+mod webhook_durability;
+mod webhooks;
 
 use ferry_testkit::free_addr;
 use std::net::SocketAddr;

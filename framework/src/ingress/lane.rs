@@ -11,10 +11,10 @@
 //!
 //! The decision and the enqueue happen under one gate, so events leave in
 //! the order they were accepted. [`Lane::drain`] sends spooled events in
-//! order, waits for every acknowledgement of a batch and only then
-//! removes the batch from the spool; a failure retries the same batch
-//! after a backoff. Once the spool is empty, new events go straight to
-//! Kafka again.
+//! order and removes from the spool what Kafka acknowledged, up to the
+//! first failure, which it retries after a backoff. Its last round (what
+//! is left fits one batch) holds the gate, so the spool is then empty and
+//! new events go straight to Kafka again.
 //!
 //! A record that missed the deadline is still in librdkafka's queue and may
 //! be delivered after all; its spooled copy is then a duplicate (same
@@ -264,9 +264,27 @@ impl Lane {
                 self.publish();
                 continue;
             }
+            // The last round runs under the gate, within the Kafka
+            // deadline: no event can join the spool meanwhile, so once it
+            // is through the spool is empty and events go straight to
+            // Kafka again. (Without it, a connector busier than one round
+            // trip never finds the spool empty.) Senders wait for it at
+            // most that deadline.
+            let closing = self.pending.load(Ordering::Acquire) <= DRAIN_BATCH as u64;
+            let round = async {
+                if !closing {
+                    return self.drain_round().await;
+                }
+                let _gate = self.gate.lock().await;
+                tokio::time::timeout(self.deadline, self.drain_round())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("no acknowledgement within {:?}", self.deadline))
+                    })
+            };
             let round = tokio::select! {
                 () = shutdown.cancelled() => return,
-                r = self.drain_round() => r,
+                r = round => r,
             };
             self.publish();
             match round {

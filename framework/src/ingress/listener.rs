@@ -232,20 +232,29 @@ async fn dispatch(
     body: Body,
 ) -> Response {
     let started = tokio::time::Instant::now();
+    // What the sender sent (traceparent, X-Request-Id): refusals are
+    // answered and logged with it; an accepted event may fall back to its
+    // delivery id, known once the endpoint has read the request.
+    let sent = super::correlation_id(&headers, None);
+    let with_id = |mut response: Response, id: &str| {
+        if let Ok(v) = HeaderValue::from_str(id) {
+            response.headers_mut().insert("x-correlation-id", v);
+        }
+        response
+    };
     let Some(route) = app.routes.get(uri.path()).cloned() else {
-        return (StatusCode::NOT_FOUND, "no webhook is served here\n").into_response();
+        let r = (StatusCode::NOT_FOUND, "no webhook is served here\n").into_response();
+        return with_id(r, &sent);
     };
     if method != Method::POST {
-        return (
+        let r = (
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "POST")],
             "webhooks are POSTed\n",
         )
             .into_response();
+        return with_id(r, &sent);
     }
-    // Refusals are logged with the sender's correlation id (the delivery
-    // id is only known once the endpoint has read the request).
-    let sent = super::correlation_id(&headers, None);
     let answer = match Arc::clone(&app.permits).try_acquire_owned() {
         Ok(_permit) => receive(&app, &route, peer, &headers, body, &sent).await,
         Err(_) => {
@@ -262,11 +271,14 @@ async fn dispatch(
     metrics::counter!(m::WEBHOOK_REQUESTS_TOTAL, "connector" => name.clone(), "outcome" => answer.outcome, "reason" => answer.reason).increment(1);
     metrics::histogram!(m::WEBHOOK_REQUEST_DURATION_SECONDS, "connector" => name)
         .record(started.elapsed().as_secs_f64());
-    let correlation = answer.correlation_id.clone().unwrap_or(sent);
-    let mut response = (answer.status, axum::Json(answer.body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&correlation) {
-        response.headers_mut().insert("x-correlation-id", v);
-    }
+    let correlation = answer
+        .correlation_id
+        .clone()
+        .unwrap_or_else(|| sent.clone());
+    let mut response = with_id(
+        (answer.status, axum::Json(answer.body)).into_response(),
+        &correlation,
+    );
     if let Some(wait) = answer.retry_after {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         response
