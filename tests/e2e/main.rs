@@ -16,6 +16,7 @@ mod sink_faults;
 mod sink_setup;
 mod state_topics;
 mod webhook_durability;
+mod webhook_support;
 mod webhooks;
 
 use ferry_testkit::free_addr;

@@ -469,13 +469,8 @@ fn check_order_and_count_duplicates_after_crash(received: &[(String, u64)]) -> u
 fn versions_in_kafka(bootstrap: &str, topic: &str) -> BTreeSet<(String, u64)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
-    let schema_text = std::fs::read_to_string(repo_root().join("schemas/event_envelope.avsc"))
-        .expect("envelope schema");
-    let schema = apache_avro::Schema::parse_str(&schema_text).expect("schema parses");
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("check-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
+    let mut envelopes = EnvelopeDecoder::new();
+    let c: BaseConsumer = envelope_reader(bootstrap, "check")
         .create()
         .expect("consumer");
     let md = c
@@ -506,11 +501,7 @@ fn versions_in_kafka(bootstrap: &str, topic: &str) -> BTreeSet<(String, u64)> {
         let Some(Ok(m)) = c.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let payload = m.payload().expect("a value");
-        // Decoded with the schema file, whatever id the registry gave it.
-        let id = u32::from_be_bytes(payload[1..5].try_into().expect("framed"));
-        let codec = ferry::schema::AvroCodec::new(schema.clone(), id).expect("codec");
-        let value = codec.decode(payload).expect("an event envelope");
+        let value = envelopes.decode(m.payload().expect("a value"));
         let apache_avro::types::Value::Record(fields) = value else {
             panic!("a record");
         };
@@ -532,6 +523,50 @@ fn versions_in_kafka(bootstrap: &str, topic: &str) -> BTreeSet<(String, u64)> {
         }
     }
     out
+}
+
+/// A consumer config for reading topics from the start, in a group of its
+/// own (`<group_prefix>-<uuid>`) that commits nothing.
+pub(crate) fn envelope_reader(bootstrap: &str, group_prefix: &str) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("{group_prefix}-{}", uuid::Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false");
+    config
+}
+
+/// Decodes Avro event envelopes in the registry's wire format with the
+/// schema file (`schemas/event_envelope.avsc`), whatever id the registry
+/// gave it.
+pub(crate) struct EnvelopeDecoder {
+    schema: apache_avro::Schema,
+    codecs: std::collections::HashMap<u32, ferry::schema::AvroCodec>,
+}
+
+impl EnvelopeDecoder {
+    pub(crate) fn new() -> Self {
+        let schema_text = std::fs::read_to_string(repo_root().join("schemas/event_envelope.avsc"))
+            .expect("envelope schema");
+        Self {
+            schema: apache_avro::Schema::parse_str(&schema_text).expect("schema parses"),
+            codecs: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The envelope in `framed` (magic byte, schema id, Avro datum).
+    pub(crate) fn decode(&mut self, framed: &[u8]) -> apache_avro::types::Value {
+        let id = u32::from_be_bytes(framed[1..5].try_into().expect("framed"));
+        let schema = &self.schema;
+        let codec = self
+            .codecs
+            .entry(id)
+            .or_insert_with(|| ferry::schema::AvroCodec::new(schema.clone(), id).expect("codec"));
+        codec.decode(framed).expect("an event envelope")
+    }
 }
 
 /// Resident memory of a process, from /proc.

@@ -11,6 +11,7 @@
 //!   delivers everything.
 
 use crate::ferry_bin;
+use crate::webhook_support::Broker;
 use ferry_connectors::demo::{Demo, DemoApi};
 use ferry_connectors::sinks::http::RECORDS_PER_WRITE;
 use ferry_testkit::{free_addr, http_get, repo_root, FerryProcess, TestBroker};
@@ -159,7 +160,7 @@ impl Feed {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -200,7 +201,7 @@ impl Ports {
 
 /// Starts `ferry <command> <config>` and waits until it is up (off the async
 /// workers: the broker, the producer and the target run on them).
-async fn start_ferry(
+pub(crate) async fn start_ferry(
     command: &'static str,
     config: &Path,
     env: Vec<(&'static str, String)>,
@@ -216,7 +217,7 @@ async fn start_ferry(
 }
 
 /// Sends `signal` and waits for the exit.
-async fn stop_ferry(
+pub(crate) async fn stop_ferry(
     p: FerryProcess,
     signal: &'static str,
     within: Duration,
@@ -232,14 +233,14 @@ async fn stop_ferry(
 }
 
 /// GET `path` on an admin API; empty when it does not answer.
-async fn admin_get(addr: SocketAddr, path: &'static str) -> String {
+pub(crate) async fn admin_get(addr: SocketAddr, path: &'static str) -> String {
     tokio::task::spawn_blocking(move || http_get(addr, path).map(|(_, b)| b).unwrap_or_default())
         .await
         .unwrap_or_default()
 }
 
 /// The sum of a Prometheus metric's series in a `/metrics` body (0 if absent).
-fn metric(body: &str, name: &str) -> f64 {
+pub(crate) fn metric(body: &str, name: &str) -> f64 {
     body.lines()
         .filter(|l| {
             l.strip_prefix(name)
@@ -275,7 +276,7 @@ fn dump(who: &str, p: &FerryProcess) {
     }
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -685,35 +686,11 @@ const OUTAGE_TOPIC: &str = "outage.contacts";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_mid_run_does_not_fail_the_sink() {
     let t0 = Instant::now();
-    let broker_addr = free_addr();
-    let broker_ports = Ports::new();
-    let broker_dir = tempfile::tempdir().expect("broker dir");
-    let broker_config = broker_dir.path().join("broker.yaml");
-    std::fs::write(
-        &broker_config,
-        format!(
-            r#"
-data_dir: {data}
-embedded_broker:
-  listen: "{broker_addr}"
-  storage: sqlite
-admin:
-  listen: "{admin}"
-schema_registry:
-  listen: "{registry}"
-  schemas_dir: {schemas}
-topics:
-  - name: {OUTAGE_TOPIC}
-    partitions: 3
-"#,
-            data = broker_dir.path().display(),
-            admin = broker_ports.admin,
-            registry = broker_ports.registry,
-            schemas = schemas_dir().display(),
-        ),
-    )
-    .expect("write broker config");
-    let broker = start_ferry("up", &broker_config, Vec::new()).await;
+    let broker_process = Broker::new(&format!(
+        "topics:\n  - name: {OUTAGE_TOPIC}\n    partitions: 3\n"
+    ));
+    let broker_addr = broker_process.addr;
+    let broker = broker_process.start().await;
 
     let api = DemoApi::serve(free_addr(), Demo::default())
         .await
@@ -806,7 +783,7 @@ connectors:
 
     let delivered_in_outage = demo.received().len() - delivered_at_kill;
     // Back on the same port with the same data; the producer keeps going.
-    let broker = start_ferry("up", &broker_config, Vec::new()).await;
+    let broker = broker_process.start().await;
     let outage_len = outage.elapsed();
     let sent_at_restart = feed.sent();
     let restarted = Instant::now();

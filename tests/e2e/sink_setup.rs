@@ -14,6 +14,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The `admin` and `schema_registry` sections of a Ferry config (YAML, each
+/// line ending in a newline): the admin API on `admin`, Ferry's own registry
+/// on a free port with the repository's schemas.
+pub(crate) fn services_yaml(admin: SocketAddr) -> String {
+    format!(
+        "admin:\n  listen: \"{admin}\"\nschema_registry:\n  listen: \"{registry}\"\n  schemas_dir: {schemas}\n",
+        registry = free_addr(),
+        schemas = repo_root().join("schemas").display(),
+    )
+}
+
 /// A broker, a topic with one partition, and a Ferry config running one
 /// `http` sink on it.
 pub struct SinkSetup {
@@ -65,12 +76,7 @@ impl SinkSetup {
 data_dir: {data}
 kafka:
   bootstrap_servers: "{bootstrap}"
-admin:
-  listen: "{admin}"
-schema_registry:
-  listen: "{registry}"
-  schemas_dir: {schemas}
-{extra}
+{services}{extra}
 connectors:
   - name: sink
     type: http
@@ -79,9 +85,7 @@ connectors:
 "#,
             data = self.dir.path().display(),
             bootstrap = self.broker.bootstrap,
-            admin = self.admin,
-            registry = free_addr(),
-            schemas = repo_root().join("schemas").display(),
+            services = services_yaml(self.admin),
             topic = self.topic,
         );
         std::fs::write(&path, text).expect("write config");

@@ -6,6 +6,7 @@
 //! Registry's `_schemas`, which may share the cluster.
 
 use crate::ferry_bin;
+use crate::sink_setup::services_yaml;
 use ferry_testkit::{free_addr, repo_root, FerryProcess, TestBroker};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -116,21 +117,14 @@ fn config(dir: &Path, bootstrap: &str, connectors: &str) -> PathBuf {
 data_dir: {data}
 kafka:
   bootstrap_servers: "{bootstrap}"
-admin:
-  listen: "{admin}"
-schema_registry:
-  listen: "{registry}"
-  schemas_dir: {schemas}
-topics:
+{services}topics:
   - name: state.events
     partitions: 1
     value_schema: event_envelope.avsc
 connectors:
 {connectors}"#,
         data = dir.display(),
-        admin = free_addr(),
-        registry = free_addr(),
-        schemas = repo_root().join("schemas").display(),
+        services = services_yaml(free_addr()),
     );
     std::fs::write(&path, text).expect("write config");
     path

@@ -30,13 +30,14 @@
 //! (librdkafka's `debug`), `WEBHOOK_DUMP=<dir>` (every process's whole log).
 
 use crate::ferry_bin;
-use base64::Engine as _;
-use ferry_testkit::{free_addr, http_get, repo_root, FerryProcess};
-use hmac::{Hmac, Mac};
+use crate::pipeline::{envelope_reader, EnvelopeDecoder};
+use crate::rebalance::{admin_get, lock, metric, start_ferry, stop_ferry, tail};
+use crate::sink_setup::services_yaml;
+use crate::webhook_support::{now, standard, with_delivery, Broker};
+use ferry_testkit::{free_addr, repo_root, FerryProcess};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,53 +59,6 @@ const SENDERS: usize = 3;
 // ---------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------
-
-/// The broker as a process of its own (`ferry up`, no connectors), so that
-/// killing it drops every connection, as when a real broker dies. Restarts
-/// reuse its port and data.
-struct Broker {
-    addr: SocketAddr,
-    config: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("broker dir");
-        let addr = free_addr();
-        let config = dir.path().join("broker.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-data_dir: {data}
-embedded_broker:
-  listen: "{addr}"
-  storage: sqlite
-admin:
-  listen: "{admin}"
-schema_registry:
-  listen: "{registry}"
-  schemas_dir: {schemas}
-"#,
-                data = dir.path().display(),
-                admin = free_addr(),
-                registry = free_addr(),
-                schemas = schemas_dir().display(),
-            ),
-        )
-        .expect("write broker config");
-        Self {
-            addr,
-            config,
-            _dir: dir,
-        }
-    }
-
-    async fn start(&self) -> FerryProcess {
-        start_ferry("up", &self.config, Vec::new()).await
-    }
-}
 
 /// The Ferry under test: one `webhook` connector on a one-partition topic.
 struct Ferry {
@@ -137,12 +91,7 @@ kafka:
     delivery_timeout: 60s
   librdkafka:
     reconnect.backoff.max.ms: "1000"
-admin:
-  listen: "{admin}"
-schema_registry:
-  listen: "{registry}"
-  schemas_dir: {schemas}
-webhooks:
+{services}webhooks:
   listen: "{webhooks}"
   spool:
     kafka_deadline: {deadline}s{max_bytes}
@@ -158,8 +107,7 @@ connectors:
 "#,
                 data = dir.path().display(),
                 broker = broker.addr,
-                registry = free_addr(),
-                schemas = schemas_dir().display(),
+                services = services_yaml(admin),
                 deadline = DEADLINE.as_secs(),
             ),
         )
@@ -260,60 +208,6 @@ connectors:
     }
 }
 
-fn schemas_dir() -> PathBuf {
-    repo_root().join("schemas")
-}
-
-/// Starts `ferry <command> <config>` and waits until it is up.
-async fn start_ferry(
-    command: &'static str,
-    config: &Path,
-    env: Vec<(&'static str, String)>,
-) -> FerryProcess {
-    let config = config.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut p = FerryProcess::spawn(&ferry_bin(), &[command, &config], &repo_root(), &env);
-        p.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
-        p
-    })
-    .await
-    .expect("start task")
-}
-
-/// Sends `signal` and waits for the exit.
-async fn stop(
-    p: FerryProcess,
-    signal: &'static str,
-    within: Duration,
-) -> (FerryProcess, ExitStatus) {
-    tokio::task::spawn_blocking(move || {
-        let mut p = p;
-        p.signal(signal);
-        let status = p.wait(within);
-        (p, status)
-    })
-    .await
-    .expect("stop task")
-}
-
-/// GET `path` on an admin API; empty when it does not answer.
-async fn admin_get(addr: SocketAddr, path: &'static str) -> String {
-    tokio::task::spawn_blocking(move || http_get(addr, path).map(|(_, b)| b).unwrap_or_default())
-        .await
-        .unwrap_or_default()
-}
-
-/// The sum of a Prometheus metric's series in a `/metrics` body (0 if absent).
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// With `WEBHOOK_DUMP` set, writes a process's whole log to
 /// `$WEBHOOK_DUMP/<who>.log` (for diagnosis).
 fn dump(who: &str, p: &FerryProcess) {
@@ -322,15 +216,6 @@ fn dump(who: &str, p: &FerryProcess) {
         let _ = std::fs::write(&path, p.stderr());
         eprintln!("{who}'s log: {}", path.display());
     }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The spool's depth and drained count on the admin API, sampled every
@@ -512,48 +397,27 @@ impl Journal {
 struct Client {
     http: reqwest::Client,
     url: String,
-    key: Vec<u8>,
     t0: Instant,
 }
 
 impl Client {
     fn new(url: String, t0: Instant) -> Self {
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(SECRET.strip_prefix("whsec_").expect("whsec_ secret"))
-            .expect("base64 key");
         Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
             url,
-            key,
             t0,
         }
     }
 
-    fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("hmac key");
-        mac.update(format!("{id}.{timestamp}.").as_bytes());
-        mac.update(body);
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    }
-
     /// Posts `event` once; `index` is its place in the journal.
     async fn post(&self, index: usize, event: &Event) -> Attempt {
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let signature = self.sign(&event.id, timestamp, &event.body);
+        let headers = standard(SECRET, &event.id, now(), &event.body);
         let sent = self.t0.elapsed();
-        let result = self
-            .http
-            .post(&self.url)
-            .header("webhook-id", &event.id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", format!("v1,{signature}"))
-            .header("content-type", "application/json")
-            .body(event.body.clone())
+        let req = self.http.post(&self.url);
+        let result = with_delivery(req, Some("application/json"), &headers, &event.body)
             .send()
             .await;
         let outcome = match result {
@@ -671,13 +535,8 @@ fn read_topic(bootstrap: &str) -> Vec<Written> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Headers;
     use rdkafka::Message;
-    let schema_text = std::fs::read_to_string(schemas_dir().join("event_envelope.avsc"))
-        .expect("envelope schema");
-    let schema = apache_avro::Schema::parse_str(&schema_text).expect("schema parses");
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("check-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
+    let mut envelopes = EnvelopeDecoder::new();
+    let c: BaseConsumer = envelope_reader(bootstrap, "check")
         // The dev broker answers a fetch with few batches: ask again soon.
         .set("fetch.wait.max.ms", "10")
         .create()
@@ -694,7 +553,6 @@ fn read_topic(bootstrap: &str) -> Vec<Written> {
         .expect("partition");
     c.assign(&tpl).expect("assign");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut codecs: HashMap<u32, ferry::schema::AvroCodec> = HashMap::new();
     loop {
         assert!(
             std::time::Instant::now() < deadline,
@@ -706,13 +564,7 @@ fn read_topic(bootstrap: &str) -> Vec<Written> {
             Some(Err(e)) => panic!("reading {TOPIC}: {e}"),
             Some(Ok(m)) => m,
         };
-        let value = m.payload().expect("a value");
-        // Decoded with the schema file, whatever id the registry gave it.
-        let id = u32::from_be_bytes(value[1..5].try_into().expect("framed"));
-        let codec = codecs
-            .entry(id)
-            .or_insert_with(|| ferry::schema::AvroCodec::new(schema.clone(), id).expect("codec"));
-        let Value::Record(fields) = codec.decode(value).expect("an event envelope") else {
+        let Value::Record(fields) = envelopes.decode(m.payload().expect("a value")) else {
             panic!("offset {}: not a record", m.offset());
         };
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
@@ -990,7 +842,7 @@ fn run_tag() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_under_load_loses_and_reorders_nothing() {
     let t0 = Instant::now();
-    let broker = Broker::new();
+    let broker = Broker::new("");
     let broker_p = broker.start().await;
     let ferry = Ferry::new(&broker, Some(1024 * 1024));
     let ferry_p = ferry.start().await;
@@ -1012,7 +864,7 @@ async fn a_broker_outage_under_load_loses_and_reorders_nothing() {
 
     // The broker dies.
     let killed_at = t0.elapsed();
-    let (broker_dead, status) = stop(broker_p, "KILL", Duration::from_secs(30)).await;
+    let (broker_dead, status) = stop_ferry(broker_p, "KILL", Duration::from_secs(30)).await;
     assert_eq!(status.code(), None, "the broker was killed");
     let dead_at = t0.elapsed();
     tokio::time::sleep(Duration::from_secs(7)).await;
@@ -1137,10 +989,10 @@ async fn a_broker_outage_under_load_loses_and_reorders_nothing() {
         why()
     );
 
-    let (ferry_p, status) = stop(ferry_p, "INT", Duration::from_secs(30)).await;
+    let (ferry_p, status) = stop_ferry(ferry_p, "INT", Duration::from_secs(30)).await;
     dump("ferry", &ferry_p);
     assert_eq!(status.code(), Some(0), "{}", tail(&ferry_p.stderr(), 40));
-    let _ = stop(broker_p, "INT", Duration::from_secs(30)).await;
+    let _ = stop_ferry(broker_p, "INT", Duration::from_secs(30)).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1158,7 +1010,7 @@ async fn ferry_killed_with_a_full_spool_loses_nothing_on_restart() {
     const SPOOLED: u64 = 1000;
     let t0 = Instant::now();
     let run = run_tag();
-    let broker = Broker::new();
+    let broker = Broker::new("");
     let broker_p = broker.start().await;
     let ferry = Ferry::new(&broker, None);
     let ferry_p = ferry.start().await;
@@ -1187,7 +1039,7 @@ async fn ferry_killed_with_a_full_spool_loses_nothing_on_restart() {
     );
 
     // The broker dies; everything from now on is spooled.
-    let (broker_dead, status) = stop(broker_p, "KILL", Duration::from_secs(30)).await;
+    let (broker_dead, status) = stop_ferry(broker_p, "KILL", Duration::from_secs(30)).await;
     assert_eq!(status.code(), None, "the broker was killed");
     drop(broker_dead);
     let outage = Instant::now();
@@ -1229,7 +1081,7 @@ async fn ferry_killed_with_a_full_spool_loses_nothing_on_restart() {
         .sum();
 
     // Ferry dies with the spool full; nothing is flushed on the way out.
-    let (dead, status) = stop(ferry_p, "KILL", Duration::from_secs(30)).await;
+    let (dead, status) = stop_ferry(ferry_p, "KILL", Duration::from_secs(30)).await;
     assert_eq!(status.code(), None, "ferry was killed");
     let first_life = dead.stderr();
 
@@ -1298,8 +1150,8 @@ async fn ferry_killed_with_a_full_spool_loses_nothing_on_restart() {
         t0.elapsed().as_secs_f64(),
     );
 
-    let (ferry_p, status) = stop(ferry_p, "INT", Duration::from_secs(30)).await;
+    let (ferry_p, status) = stop_ferry(ferry_p, "INT", Duration::from_secs(30)).await;
     dump("ferry", &ferry_p);
     assert_eq!(status.code(), Some(0), "{}", tail(&ferry_p.stderr(), 40));
-    let _ = stop(broker_p, "INT", Duration::from_secs(30)).await;
+    let _ = stop_ferry(broker_p, "INT", Duration::from_secs(30)).await;
 }
