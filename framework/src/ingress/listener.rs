@@ -556,17 +556,15 @@ async fn store(route: &Arc<Route>, accepted: super::Accepted) -> Answer {
     let (event_type, correlation) = (accepted.event_type.clone(), accepted.correlation_id.clone());
     let stored = tokio::spawn(async move {
         let stored = lane.store(record).await;
-        if let (Ok(_), Some(id)) = (&stored, delivery_id) {
-            // A file append, and now and then a rewrite of the window: not
-            // on the async threads.
-            let inserted = tokio::task::spawn_blocking(move || {
-                seen.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(&id, crate::schema::envelope::now_millis())
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        if let (Ok(_), Some(id)) = (&stored, &delivery_id) {
+            // One small write to the OS (no fsync), inline: a hand-off to
+            // a blocking thread cost more than the write itself (see
+            // BENCHMARKS.md). The rare rewrite of the window's file runs
+            // here too.
+            let inserted = seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, crate::schema::envelope::now_millis());
             if let Err(e) = inserted {
                 tracing::warn!(connector = %name, error = %e, "could not record the delivery id; a repeat of it would be written again");
             }
