@@ -148,6 +148,8 @@ fn quickstart_serves_standard_clients_and_stops_on_sigint() {
             "1",
             "-b",
             &bootstrap,
+            "--registry",
+            &sb.registry_url(),
         ],
         &repo_root(),
         &[],
