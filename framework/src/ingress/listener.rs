@@ -142,20 +142,12 @@ impl Listener {
                         axum_server::tls_rustls::RustlsConfig::from_config(tls),
                     )
                     .handle(handle);
-                    server
-                        .http_builder()
-                        .http1()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(timeout);
+                    header_timeout(server.http_builder(), timeout);
                     server.serve(router).await
                 }
                 None => {
                     let mut server = axum_server::from_tcp(self.socket).handle(handle);
-                    server
-                        .http_builder()
-                        .http1()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(timeout);
+                    header_timeout(server.http_builder(), timeout);
                     server.serve(router).await
                 }
             };
@@ -164,6 +156,17 @@ impl Listener {
             }
         })
     }
+}
+
+/// A sender must send its request's headers within `timeout` (HTTP/1).
+fn header_timeout(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
 }
 
 /// rustls' server config from the PEM files, with the ring provider.
@@ -513,28 +516,11 @@ async fn store(route: &Arc<Route>, accepted: super::Accepted) -> Answer {
             );
         }
     };
-    let mut hs = vec![
-        (
-            headers::CORRELATION_ID.to_owned(),
-            accepted.correlation_id.clone().into_bytes(),
-        ),
-        (
-            headers::SOURCE_CONNECTOR.to_owned(),
-            served.name.clone().into_bytes(),
-        ),
-        (
-            headers::SCHEMA_SUBJECT.to_owned(),
-            target.subject.clone().into_bytes(),
-        ),
-        (
-            headers::SCHEMA_VERSION.to_owned(),
-            target.version.to_string().into_bytes(),
-        ),
-        (
-            headers::CONTENT_TYPE.to_owned(),
-            accepted.content_type.clone().into_bytes(),
-        ),
-    ];
+    let mut hs = target.headers(
+        &served.name,
+        &accepted.correlation_id,
+        &accepted.content_type,
+    );
     if let Some(id) = &accepted.delivery_id {
         hs.push((headers::DELIVERY_ID.to_owned(), id.clone().into_bytes()));
     }

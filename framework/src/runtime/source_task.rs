@@ -30,6 +30,30 @@ pub struct SourceTarget {
     pub version: u32,
 }
 
+impl SourceTarget {
+    /// The headers Ferry puts on every record a source writes here.
+    pub(crate) fn headers(
+        &self,
+        connector: &str,
+        correlation_id: &str,
+        content_type: &str,
+    ) -> Vec<(String, Vec<u8>)> {
+        [
+            (headers::CORRELATION_ID, correlation_id.as_bytes().to_vec()),
+            (headers::SOURCE_CONNECTOR, connector.as_bytes().to_vec()),
+            (headers::SCHEMA_SUBJECT, self.subject.clone().into_bytes()),
+            (
+                headers::SCHEMA_VERSION,
+                self.version.to_string().into_bytes(),
+            ),
+            (headers::CONTENT_TYPE, content_type.as_bytes().to_vec()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
 /// How a source task ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -157,28 +181,7 @@ async fn deliver(
                 break;
             }
         };
-        let mut hs = vec![
-            (
-                headers::CORRELATION_ID.to_owned(),
-                r.correlation_id.clone().into_bytes(),
-            ),
-            (
-                headers::SOURCE_CONNECTOR.to_owned(),
-                name.as_bytes().to_vec(),
-            ),
-            (
-                headers::SCHEMA_SUBJECT.to_owned(),
-                target.subject.clone().into_bytes(),
-            ),
-            (
-                headers::SCHEMA_VERSION.to_owned(),
-                target.version.to_string().into_bytes(),
-            ),
-            (
-                headers::CONTENT_TYPE.to_owned(),
-                r.content_type.clone().into_bytes(),
-            ),
-        ];
+        let mut hs = target.headers(name, &r.correlation_id, &r.content_type);
         hs.append(&mut r.headers);
         // One at a time into librdkafka's queue, so the batch keeps its
         // order even when the queue is full (backpressure waits here).
