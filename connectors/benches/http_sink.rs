@@ -18,27 +18,15 @@ use ferry_connectors::sinks::http::config::HttpSinkConfig;
 use ferry_connectors::sinks::http::sink::HttpSink;
 use std::time::Instant;
 
+#[path = "support/stats.rs"]
+mod stats;
+use stats::{median, spread};
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(0.0, f64::max);
-    (min, max)
 }
 
 fn records(n: usize) -> Vec<SinkRecord> {

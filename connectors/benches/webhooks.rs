@@ -51,6 +51,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "support/stats.rs"]
+mod stats;
+use stats::{median, spread};
+
 const CONCURRENCY: usize = 64;
 const BODY_BYTES: usize = 1024;
 /// Distinct bodies, so lz4 cannot shrink a batch to nothing.
@@ -503,22 +507,6 @@ connectors:
     outcome.server = server_side(&format!("hooks-{case}"));
     running.shutdown().await.expect("stops");
     outcome
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(0.0, f64::max);
-    (min, max)
 }
 
 fn load() -> f64 {

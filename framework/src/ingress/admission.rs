@@ -102,10 +102,15 @@ impl Admission {
         let mut key = match self.rate.per {
             Per::All => Whose::Everyone,
             Per::Ip => Whose::Sender(match peer {
-                IpAddr::V6(v6) => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    IpAddr::V6(prefix.into())
-                }
+                // A dual-stack listener sees IPv4 senders as `::ffff:a.b.c.d`:
+                // each keeps its own budget, not one for all of IPv4.
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => IpAddr::V4(v4),
+                    None => {
+                        let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                        IpAddr::V6(prefix.into())
+                    }
+                },
                 v4 => v4,
             }),
         };
@@ -212,5 +217,22 @@ mod tests {
         assert!(a
             .admit(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1).into())
             .is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ipv4_senders_on_a_dual_stack_socket_are_not_one_sender() {
+        let a = Admission::new(rate(Per::Ip));
+        let mapped = |last| IpAddr::from(std::net::Ipv4Addr::new(192, 0, 2, last).to_ipv6_mapped());
+        let burst = (0..10).take_while(|_| a.admit(mapped(1)).is_ok()).count();
+        assert!(burst < 10, "the first sender's budget runs out");
+        assert!(
+            a.admit(mapped(2)).is_ok(),
+            "another IPv4 sender seen as ::ffff:a.b.c.d has its own budget"
+        );
+        assert!(
+            a.admit(IpAddr::from(std::net::Ipv4Addr::new(192, 0, 2, 1)))
+                .is_err(),
+            "the same sender, whichever way it is seen, shares one budget"
+        );
     }
 }

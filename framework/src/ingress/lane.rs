@@ -53,8 +53,22 @@ pub enum Unavailable {
     Disk(String),
     /// Kafka will never take this record (too large, invalid): it is not
     /// spooled, where it would block every event behind it.
-    #[error("Kafka refuses the event: {0}")]
-    Refused(String),
+    #[error("Kafka refuses the event: {reason}")]
+    Refused { reason: String, too_large: bool },
+}
+
+impl Unavailable {
+    fn refused(e: &crate::kafka::ProduceError) -> Self {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let too_large = matches!(
+            e.source.rdkafka_error_code(),
+            Some(C::MessageSizeTooLarge | C::InvalidMessageSize)
+        );
+        Unavailable::Refused {
+            reason: e.to_string(),
+            too_large,
+        }
+    }
 }
 
 /// Whether Kafka refused this record for what it is (its size, its
@@ -100,6 +114,32 @@ pub fn spool_of(name: &str) -> Option<SpoolStatus> {
 const DRAIN_BATCH: usize = 64;
 const DRAIN_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const DRAIN_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+type Gate<'a> = tokio::sync::MutexGuard<'a, ()>;
+
+/// Awaits `fut`, releasing `gate` once its deadline passes; `None` when
+/// Ferry stops first (an outcome already in is still taken).
+async fn unless_stopping<F: std::future::Future>(
+    fut: F,
+    gate: &mut Option<(Gate<'_>, tokio::time::Instant)>,
+    shutdown: &Shutdown,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let release = gate.as_ref().map(|(_, t)| *t);
+        tokio::select! {
+            biased;
+            r = &mut fut => return Some(r),
+            () = shutdown.cancelled() => return None,
+            () = async {
+                match release {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => *gate = None,
+        }
+    }
+}
 
 /// One connector's lane.
 pub struct Lane {
@@ -164,12 +204,17 @@ impl Lane {
     }
 
     /// Makes `record` durable (see the module doc); returns where. The
-    /// deadline covers the wait for room in librdkafka's queue (shared by
-    /// the whole process) as well as the acknowledgement.
+    /// deadline runs from the call and covers the wait for the gate and for
+    /// room in librdkafka's queue (shared by the whole process) as well as
+    /// the acknowledgement. When less than half of it is left once the gate
+    /// is taken, the event goes to the spool without being sent: sending it
+    /// and then spooling it after a deadline it had no time to meet would
+    /// write it twice.
     pub async fn store(&self, record: OutgoingRecord) -> Result<Stored, Unavailable> {
         let deadline = tokio::time::Instant::now() + self.deadline;
         let gate = self.gate.lock().await;
-        if self.pending.load(Ordering::Acquire) > 0 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if self.pending.load(Ordering::Acquire) > 0 || left < self.deadline / 2 {
             let stored = self.spool_append(&record).await;
             drop(gate);
             return stored;
@@ -180,15 +225,11 @@ impl Lane {
         let why = match enqueued {
             Ok(Ok(pending)) => match tokio::time::timeout_at(deadline, pending.delivered()).await {
                 Ok(Ok(_)) => return Ok(Stored::Kafka),
-                Ok(Err(e)) if refuses_the_record(&e) => {
-                    return Err(Unavailable::Refused(e.to_string()))
-                }
+                Ok(Err(e)) if refuses_the_record(&e) => return Err(Unavailable::refused(&e)),
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no acknowledgement within {:?}", self.deadline),
             },
-            Ok(Err(e)) if refuses_the_record(&e) => {
-                return Err(Unavailable::Refused(e.to_string()))
-            }
+            Ok(Err(e)) if refuses_the_record(&e) => return Err(Unavailable::refused(&e)),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("librdkafka's queue stayed full for {:?}", self.deadline),
         };
@@ -264,28 +305,31 @@ impl Lane {
                 self.publish();
                 continue;
             }
-            // The last round runs under the gate, within the Kafka
-            // deadline: no event can join the spool meanwhile, so once it
-            // is through the spool is empty and events go straight to
-            // Kafka again. (Without it, a connector busier than one round
-            // trip never finds the spool empty.) Senders wait for it at
-            // most that deadline.
+            // The last round (what is left fits one batch) takes the gate:
+            // no event can join the spool meanwhile, so once it is through
+            // the spool is empty and events go straight to Kafka again.
+            // (Without it, a connector busier than one round trip never
+            // finds the spool empty.) It holds the gate for the Kafka
+            // deadline at most, so senders wait no longer than that; then
+            // it waits for its acknowledgements without the gate (new
+            // events join the spool behind it). Each sent event is waited
+            // for until Kafka answers, never sent again while it may still
+            // be delivered: a slow broker means slower rounds, not copies.
             let closing = self.pending.load(Ordering::Acquire) <= DRAIN_BATCH as u64;
-            let round = async {
-                if !closing {
-                    return self.drain_round().await;
-                }
-                let _gate = self.gate.lock().await;
-                tokio::time::timeout(self.deadline, self.drain_round())
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!("no acknowledgement within {:?}", self.deadline))
-                    })
+            let gate = if closing {
+                let gate = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    gate = self.gate.lock() => gate,
+                };
+                Some((gate, tokio::time::Instant::now() + self.deadline))
+            } else {
+                None
             };
-            let round = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = round => r,
-            };
+            let round = self.drain_round(gate, &shutdown).await;
+            if shutdown.is_cancelled() {
+                self.publish();
+                return;
+            }
             self.publish();
             match round {
                 Ok(()) => backoff = DRAIN_BACKOFF_MIN,
@@ -306,8 +350,15 @@ impl Lane {
     /// refuses for what it is (or naming a topic this connector does not
     /// write) would block the spool for good: it is set aside in the
     /// `rejected/` folder beside the spool (one JSON file each, fsynced)
-    /// and passed.
-    async fn drain_round(&self) -> Result<(), String> {
+    /// and passed. A closing round holds the gate until `gate`'s deadline
+    /// at most, then goes on without it; at shutdown the round stops
+    /// sending and waiting, and what was acknowledged by then is removed.
+    async fn drain_round(
+        &self,
+        mut gate: Option<(Gate<'_>, tokio::time::Instant)>,
+        shutdown: &Shutdown,
+    ) -> Result<(), String> {
+        const STOPPING: &str = "Ferry is stopping";
         let spool = Arc::clone(&self.spool);
         let batch = tokio::task::spawn_blocking(move || {
             spool
@@ -340,7 +391,13 @@ impl Lane {
                 headers: e.headers.clone(),
                 partition: None,
             };
-            match self.producer.enqueue(record).await {
+            let Some(enqueued) =
+                unless_stopping(self.producer.enqueue(record), &mut gate, shutdown).await
+            else {
+                failure = Some(STOPPING.to_owned());
+                break;
+            };
+            match enqueued {
                 Ok(p) => sent.push((ticket, e, Ok(p))),
                 Err(err) if refuses_the_record(&err) => {
                     sent.push((ticket, e, Err(err.to_string())))
@@ -355,14 +412,22 @@ impl Lane {
         let mut drained = 0u64;
         for (ticket, entry, outcome) in sent {
             let refused = match outcome {
-                Ok(pending) => match pending.delivered().await {
-                    Ok(_) => None,
-                    Err(err) if refuses_the_record(&err) => Some(err.to_string()),
-                    Err(err) => {
-                        failure.get_or_insert(err.to_string());
+                Ok(pending) => {
+                    let Some(delivered) =
+                        unless_stopping(pending.delivered(), &mut gate, shutdown).await
+                    else {
+                        failure.get_or_insert_with(|| STOPPING.to_owned());
                         break;
+                    };
+                    match delivered {
+                        Ok(_) => None,
+                        Err(err) if refuses_the_record(&err) => Some(err.to_string()),
+                        Err(err) => {
+                            failure.get_or_insert(err.to_string());
+                            break;
+                        }
                     }
-                },
+                }
                 Err(why) => Some(why),
             };
             if let Some(why) = refused {
@@ -402,14 +467,20 @@ impl Lane {
             "topic": entry.topic,
             "key_base64": entry.key.as_deref().map(b64),
             "value_base64": b64(&entry.value),
-            "headers": entry.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect::<Vec<_>>(),
+            "headers": entry.headers.iter().map(|(k, v)| serde_json::json!({"name": k, "value_base64": b64(v)})).collect::<Vec<_>>(),
             "spooled_at_ms": entry.spooled_at_ms,
         });
         let dir = self.rejected.clone();
         let name = format!("{}-{}.json", entry.spooled_at_ms, uuid::Uuid::new_v4());
         let written = tokio::task::spawn_blocking(move || {
             use std::io::Write as _;
-            std::fs::create_dir_all(&dir)?;
+            if !dir.is_dir() {
+                std::fs::create_dir_all(&dir)?;
+                // The new folder's own entry has to be durable too.
+                if let Some(parent) = dir.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+            }
             let path = dir.join(name);
             let mut f = std::fs::File::create(&path)?;
             f.write_all(doc.to_string().as_bytes())?;
@@ -490,5 +561,48 @@ mod tests {
                 "in order"
             );
         }
+    }
+
+    /// While Kafka does not answer, the drain waits for the events it sent
+    /// rather than sending them again each round: librdkafka's queue holds
+    /// each spooled event once, not once per round.
+    #[tokio::test]
+    async fn a_silent_broker_does_not_make_the_drain_send_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let producer = KafkaProducer::new(&KafkaConfig::default(), "127.0.0.1:1").unwrap();
+        let config = SpoolConfig {
+            kafka_deadline: Duration::from_millis(100),
+            max_bytes: 1024 * 1024,
+        };
+        let lane = Lane::open(
+            "lane-copies",
+            dir.path(),
+            &config,
+            producer.clone(),
+            ["t".to_owned()],
+        )
+        .unwrap();
+        for i in 0..5 {
+            assert_eq!(lane.store(record(i)).await.unwrap(), Stored::Spool);
+        }
+        // The first event was sent once before it was spooled.
+        assert_eq!(producer.in_flight(), 1);
+        let shutdown = Shutdown::new();
+        let drain = tokio::spawn(Arc::clone(&lane).drain(shutdown.clone()));
+        // Twenty deadlines: many closing rounds' worth of time.
+        tokio::time::sleep(config.kafka_deadline * 20).await;
+        assert_eq!(
+            producer.in_flight(),
+            6,
+            "each spooled event sent once (plus the first one's direct attempt)"
+        );
+        assert_eq!(
+            lane.status().records,
+            5,
+            "nothing acknowledged, nothing removed"
+        );
+        shutdown.cancel();
+        drain.await.unwrap();
+        assert_eq!(lane.status().records, 5);
     }
 }

@@ -579,13 +579,21 @@ async fn store(route: &Arc<Route>, accepted: super::Accepted) -> Answer {
             let retry = match e {
                 Unavailable::Full { .. } => Duration::from_secs(30),
                 Unavailable::Disk(_) => Duration::from_secs(60),
-                Unavailable::Refused(why) => {
-                    tracing::warn!(connector = %served.name, error = %why, "webhook refused: Kafka will not take the event");
-                    return Answer::refuse(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        "the event is larger than Kafka accepts",
-                    );
+                Unavailable::Refused { reason, too_large } => {
+                    tracing::warn!(connector = %served.name, error = %reason, "webhook refused: Kafka will not take the event");
+                    return if too_large {
+                        Answer::refuse(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_large",
+                            "the event is larger than Kafka accepts",
+                        )
+                    } else {
+                        Answer::refuse(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "kafka_refused",
+                            "the event cannot be stored",
+                        )
+                    };
                 }
             };
             tracing::warn!(connector = %served.name, error = %e, "webhook not accepted: cannot be made durable");

@@ -104,19 +104,24 @@ type Salt = [u8; 8];
 fn load_salt(dir: &Path, has_segments: bool) -> Result<Salt, SpoolError> {
     let path = dir.join("salt");
     match fs::read(&path) {
-        Ok(bytes) => Ok(bytes
-            .get(..8)
-            .and_then(|b| Salt::try_from(b).ok())
-            .unwrap_or_else(|| {
-                tracing::error!(file = %path.display(), "spool: salt file damaged; entries written with it will not be recognised");
-                [0; 8]
-            })),
+        // Without its salt no entry checks out, and recovery would set
+        // every one aside: refuse to open rather than guess.
+        Ok(bytes) => Salt::try_from(bytes.as_slice()).map_err(|_| SpoolError::Io {
+            source: io::Error::other(format!(
+                "salt file damaged ({} bytes, expected 8): the spool's entries cannot be \
+                 checked without it; restore the file or move the spool's folder aside",
+                bytes.len()
+            )),
+            path: path.clone(),
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound && !has_segments => {
             let mut salt = [0; 8];
             salt.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
             let tmp = dir.join("salt.tmp");
             let mut f = File::create(&tmp).map_err(at(&tmp))?;
-            f.write_all(&salt).and_then(|()| f.sync_all()).map_err(at(&tmp))?;
+            f.write_all(&salt)
+                .and_then(|()| f.sync_all())
+                .map_err(at(&tmp))?;
             fs::rename(&tmp, &path).map_err(at(&path))?;
             sync_dir(dir)?;
             Ok(salt)
@@ -301,7 +306,11 @@ impl Spool {
     }
 
     /// Indexes segment `i`'s entries after the cursor. A bad region followed
-    /// by a frame that checks out is skipped; a bad tail is truncated.
+    /// by a frame that checks out is skipped; a bad tail is truncated. Only
+    /// a torn append (the start of one frame, or zeros) is simply cut: any
+    /// other bytes that do not check out are first copied to a
+    /// `damaged-<segment>-<offset>.bin` file beside the spool, so what
+    /// recovery cannot read is kept for an operator, never deleted.
     fn recover(&mut self, i: usize) -> Result<(), SpoolError> {
         let Segment { seq, len } = self.segments[i];
         let path = segment_path(&self.dir, seq);
@@ -323,12 +332,21 @@ impl Spool {
             } else if let Some(next) =
                 (pos + 1..bytes.len()).find(|&q| parse_frame(&bytes[q..], &self.salt).is_some())
             {
+                let kept = self.keep_damaged(seq, pos, &bytes[pos..next])?;
                 tracing::error!(file = %path.display(), offset = pos, skipped_bytes = next - pos,
-                    "spool: corrupt entry skipped");
+                    kept_in = %kept.display(), "spool: corrupt entry skipped");
                 pos = next;
             } else {
-                tracing::warn!(file = %path.display(), offset = pos, bytes = bytes.len() - pos,
-                    "spool: torn entry at the end of a segment truncated");
+                let tail = &bytes[pos..];
+                if is_torn_append(tail) {
+                    tracing::warn!(file = %path.display(), offset = pos, bytes = tail.len(),
+                        "spool: torn entry at the end of a segment truncated");
+                } else {
+                    let kept = self.keep_damaged(seq, pos, tail)?;
+                    tracing::error!(file = %path.display(), offset = pos, bytes = tail.len(),
+                        kept_in = %kept.display(),
+                        "spool: unreadable bytes at the end of a segment moved aside");
+                }
                 let file = open_file(&path, false)?;
                 file.set_len(start).map_err(at(&path))?;
                 file.sync_all().map_err(at(&path))?;
@@ -337,6 +355,17 @@ impl Spool {
         }
         self.segments[i].len = pos.min(bytes.len()) as u64;
         Ok(())
+    }
+
+    /// Copies bytes recovery cannot read to a file of their own (fsynced).
+    fn keep_damaged(&self, seq: u64, offset: usize, bytes: &[u8]) -> Result<PathBuf, SpoolError> {
+        let path = self.dir.join(format!("damaged-{seq:020}-{offset}.bin"));
+        let mut file = File::create(&path).map_err(at(&path))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(at(&path))?;
+        sync_dir(&self.dir)?;
+        Ok(path)
     }
 
     fn roll(&mut self, last: u64) -> Result<(), SpoolError> {
@@ -452,6 +481,20 @@ fn encode_cursor(pos: Ticket) -> Vec<u8> {
     bytes.extend_from_slice(&pos.end.to_le_bytes());
     bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
     bytes
+}
+
+/// Whether `tail` (bytes no frame parses from) is what an append cut short
+/// leaves: fewer bytes than a header, a frame header whose declared length
+/// runs past the end, or zeros (a file extended but not yet written).
+fn is_torn_append(tail: &[u8]) -> bool {
+    if tail.len() < HEADER as usize || tail.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let declared = tail
+        .get(4..8)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes);
+    tail.starts_with(&FRAME_MAGIC) && HEADER + u64::from(declared) > tail.len() as u64
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
@@ -703,6 +746,56 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    fn damaged_files(dir: &Path) -> Vec<Vec<u8>> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("damaged-")
+            })
+            .collect();
+        names.sort();
+        names.iter().map(|p| fs::read(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_damaged_salt_file_refuses_to_open_and_touches_nothing() {
+        let (bytes, _) = five_entries();
+        let dir = with_files(&bytes, None);
+        fs::write(dir.path().join("salt"), [1, 2, 3]).unwrap();
+        let err = Spool::open(dir.path(), 1 << 30).unwrap_err().to_string();
+        assert!(err.contains("salt file damaged"), "{err}");
+        assert_eq!(fs::read(segment_path(dir.path(), 0)).unwrap(), bytes);
+    }
+
+    #[test]
+    fn entries_that_do_not_check_out_are_moved_aside_not_deleted() {
+        // A salt other than the one the entries were written with: nothing
+        // checks out, and everything is kept in a file beside the spool.
+        let (bytes, _) = five_entries();
+        let dir = with_files(&bytes, None);
+        fs::write(dir.path().join("salt"), [7; 8]).unwrap();
+        let mut spool = reopen(dir.path());
+        assert_eq!(spool.depth(), 0);
+        assert_eq!(pending(&mut spool), vec![]);
+        assert_eq!(damaged_files(dir.path()), vec![bytes]);
+    }
+
+    #[test]
+    fn a_corrupt_last_entry_is_moved_aside() {
+        let (bytes, tickets) = five_entries();
+        let mut damaged = bytes.clone();
+        let last = tickets[3].end as usize;
+        damaged[last + HEADER as usize + 3] ^= 0x5A;
+        let dir = with_files(&damaged, None);
+        let mut spool = reopen(dir.path());
+        assert_eq!(pending(&mut spool), entries(0..4));
+        assert_eq!(damaged_files(dir.path()), vec![damaged[last..].to_vec()]);
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub const DEAD_LETTERS_TOTAL: &str = "ferry_dead_letters_total";
 /// Requests to a webhook endpoint, by `connector` and `outcome`
 /// (`stored_kafka`, `stored_spool`, `duplicate`, `unauthorized`,
 /// `bad_request`, `too_large`, `unsupported_media_type`, `rate_limited`,
-/// `unknown_type`, `in_progress`, `unavailable`, `busy`, `timeout`) and, for 401s,
+/// `unknown_type`, `kafka_refused`, `in_progress`, `unavailable`, `busy`, `timeout`)
+/// and, for 401s,
 /// `reason` (`missing_signature`, `malformed_signature`, `bad_signature`,
 /// `expired`, `future`; else `none`).
 pub const WEBHOOK_REQUESTS_TOTAL: &str = "ferry_webhook_requests_total";
