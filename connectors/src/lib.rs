@@ -10,6 +10,8 @@
 pub mod cli;
 pub mod demo;
 pub mod http;
+pub mod mapping;
 pub mod registry;
 pub mod sinks;
 pub mod sources;
+pub mod transforms;

@@ -14,6 +14,8 @@ pub struct Context<'a> {
     pub origin: &'a str,
     /// `kafka.consumer.group_id`: sinks' groups default to `<it>-sink-<name>`.
     pub group_prefix: &'a str,
+    /// The whole config (for a mapping's schema file in `schemas_dir`).
+    pub config: &'a FerryConfig,
 }
 
 impl Context<'_> {
@@ -40,7 +42,23 @@ pub const CONNECTORS: &[(&str, Factory)] = &[
     ("http_poll", crate::sources::http_poll::plan),
     ("webhook", crate::sources::webhook::plan),
     ("http", crate::sinks::http::plan),
+    ("map", crate::sinks::map::plan),
 ];
+
+/// Builds a Rust transform for a topic's value schema, or says why the
+/// schema is not one it builds.
+pub type TransformFactory =
+    fn(&apache_avro::Schema) -> Result<std::sync::Arc<dyn ferry::transform::Transform>, String>;
+
+/// Every transform written in Rust (`mapping: { transform: NAME }`): the
+/// escape hatch for mappings config cannot say. Adding one is a function
+/// and a line here.
+pub const TRANSFORMS: &[(&str, TransformFactory)] =
+    &[("salesforce_contact", crate::transforms::salesforce::contact)];
+
+/// The key of a source's `mapping:` section ([`crate::mapping`]), which
+/// every source accepts beside its own settings.
+pub const MAPPING_KEY: &str = "mapping";
 
 /// The keys every connector that calls a third party accepts beside its
 /// own settings ([`ferry::resilience::ResilienceConfig`]).
@@ -72,17 +90,23 @@ impl Context<'_> {
     }
 }
 
-/// Parses a connector's own settings (all but [`RESILIENCE_KEYS`]) into its
+/// Parses a connector's own settings ([`own_settings`]) into its
 /// typed config, naming the key at fault.
 pub fn parse_settings<T: DeserializeOwned>(ctx: &Context<'_>) -> Result<T, ConfigError> {
-    let own = ctx
-        .spec
-        .settings
+    deserialize_at(ctx, own_settings(ctx.spec))
+}
+
+/// A connector's own settings: all but the keys every connector shares
+/// ([`RESILIENCE_KEYS`], [`MAPPING_KEY`], [`API_VERSION_KEY`]).
+pub fn own_settings(spec: &ConnectorSpec) -> serde_json::Map<String, serde_json::Value> {
+    spec.settings
         .iter()
-        .filter(|(k, _)| !RESILIENCE_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            !RESILIENCE_KEYS.contains(&k) && k != MAPPING_KEY && k != API_VERSION_KEY
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    deserialize_at(ctx, own)
+        .collect()
 }
 
 fn deserialize_at<T: DeserializeOwned>(
@@ -105,6 +129,71 @@ fn deserialize_at<T: DeserializeOwned>(
     })
 }
 
+/// The key naming the version of the API a connector integrates
+/// (`api_version: v2`): every `{api_version}` in its settings (URL, topic,
+/// mapping) becomes it, so two versions of one integration run side by
+/// side with their own endpoints, topics and subjects (`crm.contacts.v1`).
+pub const API_VERSION_KEY: &str = "api_version";
+const API_VERSION_PLACEHOLDER: &str = "{api_version}";
+
+/// `spec` with `{api_version}` replaced in every setting.
+pub(crate) fn versioned(
+    spec: &ConnectorSpec,
+    origin: &str,
+    i: usize,
+) -> Result<ConnectorSpec, ConfigError> {
+    let key = |k: &str| format!("connectors[{i}].{k}");
+    let version = match spec.settings.get(API_VERSION_KEY) {
+        None => None,
+        Some(serde_json::Value::String(v))
+            if !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
+        {
+            Some(v.clone())
+        }
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                origin,
+                key(API_VERSION_KEY),
+                format!(
+                "expected a version such as `v2` (letters, digits, `.`, `_`, `-`), found {other}"
+            ),
+            ))
+        }
+    };
+    fn walk(v: &mut serde_json::Value, path: &str, version: Option<&str>) -> Result<(), String> {
+        match v {
+            serde_json::Value::String(s) if s.contains(API_VERSION_PLACEHOLDER) => match version {
+                Some(version) => {
+                    *s = s.replace(API_VERSION_PLACEHOLDER, version);
+                    Ok(())
+                }
+                None => Err(path.to_owned()),
+            },
+            serde_json::Value::Array(items) => items
+                .iter_mut()
+                .enumerate()
+                .try_for_each(|(n, item)| walk(item, &format!("{path}[{n}]"), version)),
+            serde_json::Value::Object(map) => map
+                .iter_mut()
+                .try_for_each(|(k, item)| walk(item, &format!("{path}.{k}"), version)),
+            _ => Ok(()),
+        }
+    }
+    let mut out = spec.clone();
+    for (k, v) in &mut out.settings {
+        walk(v, k, version.as_deref()).map_err(|at| {
+            ConfigError::invalid(
+                origin,
+                key(&at),
+                format!("uses `{API_VERSION_PLACEHOLDER}` but the connector sets no `{API_VERSION_KEY}`"),
+            )
+        })?;
+    }
+    Ok(out)
+}
+
 /// Plans every connector in `config` (no I/O), and adds the topics sources
 /// write to (with their schemas) to `config.topics` unless declared there.
 pub fn plan_all(
@@ -113,11 +202,13 @@ pub fn plan_all(
 ) -> Result<Vec<(String, Planned)>, ConfigError> {
     let mut planned = Vec::new();
     for (i, spec) in config.connectors.iter().enumerate() {
+        let spec = &versioned(spec, origin, i)?;
         let ctx = Context {
             spec,
             key: format!("connectors[{i}]"),
             origin,
             group_prefix: &config.kafka.consumer.group_id,
+            config,
         };
         let factory = CONNECTORS
             .iter()
@@ -135,7 +226,9 @@ pub fn plan_all(
                     ),
                 )
             })?;
-        planned.push((spec.name.clone(), factory(&ctx)?));
+        let mut plan = factory(&ctx)?;
+        crate::mapping::attach(&ctx, &mut plan)?;
+        planned.push((spec.name.clone(), plan));
     }
     let mut paths: Vec<(&str, &str)> = Vec::new();
     for (i, (name, plan)) in planned.iter().enumerate() {
@@ -161,7 +254,11 @@ pub fn plan_all(
                     add_topic(&mut config.topics, topic);
                 }
             }
-            Planned::Sink { .. } => {}
+            Planned::Sink { settings, .. } => {
+                for topic in &settings.outputs {
+                    add_topic(&mut config.topics, topic);
+                }
+            }
         }
     }
     Ok(planned)
@@ -176,5 +273,131 @@ fn add_topic(topics: &mut Vec<TopicSpec>, topic: &TopicSpec) {
             }
         }
         None => topics.push(topic.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Plans `connectors` (YAML, indented two spaces) in a config whose
+    /// schemas are the repository's.
+    fn plan(connectors: &str) -> Result<(FerryConfig, Vec<(String, Planned)>), ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.yaml");
+        let schemas = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+        let text = format!(
+            "schema_registry:\n  schemas_dir: {}\nconnectors:\n{connectors}",
+            schemas.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        let mut config = ferry::config::load(&path).unwrap();
+        let planned = plan_all(&mut config, "ferry.yaml")?;
+        Ok((config, planned))
+    }
+
+    const TWO_VERSIONS: &str = r#"
+  - name: crm-v1
+    type: http_poll
+    api_version: v1
+    url: http://crm.example/{api_version}/contacts
+    topic: crm.contacts.{api_version}
+    mapping:
+      schema: contact.avsc
+      fields: { id: { from: /id }, source: { const: "crm-{api_version}" }, raw: raw }
+  - name: crm-v2
+    type: http_poll
+    api_version: v2
+    url: http://crm.example/{api_version}/contacts
+    topic: crm.contacts.{api_version}
+    mapping:
+      schema: contact.avsc
+      fields: { id: { from: /contact/id }, source: { const: "crm-{api_version}" }, raw: raw }
+"#;
+
+    #[test]
+    fn two_versions_of_one_integration_get_their_own_topics_and_mappings() {
+        let (config, planned) = plan(TWO_VERSIONS).unwrap();
+        let topics: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(topics, ["crm.contacts.v1", "crm.contacts.v2"]);
+        for t in &config.topics {
+            assert_eq!(
+                t.value_schema.as_deref(),
+                Some(std::path::Path::new("contact.avsc"))
+            );
+        }
+        let payload = serde_json::json!({"id": "a", "contact": {"id": "b"}});
+        let raw = payload.to_string();
+        for ((name, plan), (id, source)) in planned.iter().zip([("a", "crm-v1"), ("b", "crm-v2")]) {
+            let Planned::Source {
+                mapping: Some(m), ..
+            } = plan
+            else {
+                panic!("{name}: no mapping attached")
+            };
+            assert_eq!(m.dead_letter_topic, format!("{name}.dlq"));
+            let apache_avro::types::Value::Record(fields) =
+                m.transform.apply(raw.as_bytes(), &payload).unwrap()
+            else {
+                panic!("{name}: not a record")
+            };
+            let get = |f: &str| fields.iter().find(|(n, _)| n == f).map(|(_, v)| v.clone());
+            assert_eq!(
+                get("id"),
+                Some(apache_avro::types::Value::String(id.into())),
+                "{name}"
+            );
+            assert_eq!(
+                get("source"),
+                Some(apache_avro::types::Value::String(source.into())),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_placeholder_without_a_version_names_the_key() {
+        let err = plan(
+            "  - name: crm\n    type: http_poll\n    url: http://crm.example/{api_version}/c\n    topic: crm\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("connectors[0].url") && err.contains("api_version"),
+            "{err}"
+        );
+        let err = plan("  - name: crm\n    type: http_poll\n    api_version: \"v 1\"\n    url: http://x/c\n    topic: crm\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("connectors[0].api_version"), "{err}");
+    }
+
+    #[test]
+    fn mapping_mistakes_stop_planning_naming_the_key() {
+        let cases = [
+            ("fields: { nickname: { from: /n }, id: { from: /id }, source: { const: x }, raw: raw }", "mapping.fields.nickname"),
+            ("fields: { id: { from: /id }, raw: raw }", "mapping.fields"),
+            ("fields: { id: { from: /id }, source: { const: x }, email: { from: /e, normalize: { phone: { region: XX } } }, raw: raw }", "mapping.fields.email"),
+            ("transform: nope", "mapping.transform"),
+        ];
+        for (section, key) in cases {
+            let yaml = format!(
+                "  - name: crm\n    type: http_poll\n    url: http://x/c\n    topic: crm\n    mapping:\n      schema: contact.avsc\n      {section}\n"
+            );
+            let err = plan(&yaml).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.contains(&format!("connectors[0].{key}")),
+                "{section}: {err}"
+            );
+        }
+        let on_a_sink = "  - name: out\n    type: http\n    topic: t\n    url: http://x/\n    mapping: { schema: contact.avsc, transform: salesforce_contact }\n";
+        let err = plan(on_a_sink)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("connectors[0].mapping"), "{err}");
     }
 }

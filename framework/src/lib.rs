@@ -19,6 +19,7 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
+pub mod transform;
 
 /// The version of Ferry, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

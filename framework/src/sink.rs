@@ -136,6 +136,25 @@ impl SinkFailure {
 #[derive(Debug, Clone)]
 pub struct SinkContext {
     pub name: String,
+    /// For a sink that writes to Kafka (a processor): the shared producer
+    /// and the topics it declared as outputs.
+    pub output: Option<KafkaOutput>,
+}
+
+/// The topics a processor writes, created and with their value schemas
+/// registered at startup (`SinkSettings::outputs`).
+#[derive(Clone)]
+pub struct KafkaOutput {
+    pub producer: crate::kafka::KafkaProducer,
+    pub targets: std::collections::BTreeMap<String, crate::runtime::SourceTarget>,
+}
+
+impl std::fmt::Debug for KafkaOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaOutput")
+            .field("targets", &self.targets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A sink connector. Write the methods as `async fn`s.

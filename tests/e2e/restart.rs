@@ -115,8 +115,8 @@ fn schemas_survive_a_restart() {
     let before = run(&["schemas", "list"]);
     assert_eq!(
         before.lines().count(),
-        6,
-        "five topic schemas and t.Order: {before}"
+        7,
+        "six topic schemas and t.Order: {before}"
     );
     assert_eq!(
         ferry.interrupt(Duration::from_secs(60)),

@@ -475,6 +475,7 @@ async fn an_external_registry_is_used_and_its_verdict_respected() {
             "ferry.quickstart.contacts-value",
             "ferry.quickstart.crm-contacts-value",
             "ferry.quickstart.events-value",
+            "ferry.quickstart.normalized-contacts-value",
             "ferry.quickstart.orders-value",
             "ferry.quickstart.webhooks-value"
         ]

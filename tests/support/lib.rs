@@ -12,6 +12,7 @@
 pub mod chaos;
 pub mod process;
 pub use process::Finished;
+pub mod node;
 pub mod python;
 
 pub use process::FerryProcess;

@@ -1,7 +1,9 @@
 //! The `ferry` command line. Exit codes: 0 ok, 2 bad usage or config,
 //! 1 runtime failure. Errors are one line on stderr, never a backtrace.
 
+mod contract;
 mod dlq;
+mod mapping_test;
 mod output;
 mod produce;
 mod schemas;
@@ -47,6 +49,19 @@ enum Command {
     Validate {
         /// Config file.
         config: PathBuf,
+    },
+    /// Run mapping test cases (YAML files, or folders of them) with no
+    /// broker: exit 0 when all pass, 1 when one fails.
+    Test {
+        /// Test files or folders.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check recorded API responses against the API's JSON Schema (and
+    /// their mapped records against the topic's Avro schema).
+    Contract {
+        #[command(subcommand)]
+        action: ContractAction,
     },
     /// List, create and describe topics.
     Topics {
@@ -147,12 +162,55 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Up { config } => up::up(&config, ferry::runtime::BrokerMode::EmbedIfUnset).await,
         Command::Run { config } => up::up(&config, ferry::runtime::BrokerMode::External).await,
         Command::Validate { config } => validate::validate(&config),
+        Command::Test { files } => mapping_test::run(&files),
+        Command::Contract {
+            action: ContractAction::Check { files },
+        } => contract::check(&files),
         Command::Topics { target, action } => topics::run(&target, action).await,
         Command::Tail(args) => tail::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Schemas { target, action } => schemas::run(&target, action).await,
         Command::Dlq { target, action } => dlq::run(&target, action).await,
     }
+}
+
+/// `ferry contract ...`.
+#[derive(Debug, Subcommand)]
+enum ContractAction {
+    /// Exit 0 when every recorded response keeps its contract, 1 when one
+    /// does not.
+    Check {
+        /// Contract files (`*.contract.yaml`) or folders of them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `files`, with each folder replaced by its files named `*<suffix>`
+/// (sorted), so configs and fixtures beside them are not taken.
+fn expand(files: &[PathBuf], suffix: &str) -> Result<Vec<PathBuf>, Failure> {
+    let mut paths = Vec::new();
+    for f in files {
+        if f.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(f)
+                .map_err(|e| Failure::Config(format!("{}: {e}", f.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(suffix))
+                })
+                .collect();
+            inside.sort();
+            paths.extend(inside);
+        } else {
+            paths.push(f.clone());
+        }
+    }
+    if paths.is_empty() {
+        return Err(Failure::Config(format!("no `*{suffix}` files given")));
+    }
+    Ok(paths)
 }
 
 impl Target {

@@ -1,3 +1,4 @@
 //! Built-in sink connectors.
 
 pub mod http;
+pub mod map;

@@ -27,6 +27,17 @@ pub struct ConnectorSpec {
     pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A source's `mapping:` — its records' raw payloads become records of
+/// the topic's (normalized) schema. A record the mapping or the schema
+/// refuses goes to `dead_letter_topic`, raw payload and reason, and the
+/// source goes on.
+#[derive(Clone)]
+pub struct SourceMapping {
+    pub transform: Arc<dyn crate::transform::Transform>,
+    /// Created at startup if absent (`<connector>.dlq` unless configured).
+    pub dead_letter_topic: String,
+}
+
 /// Builds a fresh source for each (re)start.
 pub type SourceFactory = Arc<dyn Fn() -> Result<BoxedSource, ConnectorError> + Send + Sync>;
 /// Builds a fresh sink for each (re)start.
@@ -39,6 +50,8 @@ pub enum Planned {
     Source {
         topic: TopicSpec,
         make: SourceFactory,
+        /// Set by `mapping:` (any source may have one).
+        mapping: Option<SourceMapping>,
     },
     /// A push source (a webhook receiver) served on the shared listener,
     /// writing to `topics` (created, with their value schemas registered, at

@@ -45,6 +45,8 @@ pub enum Class {
     Rejected,
     /// `ordering: relaxed`: it kept failing past `retry.max_elapsed`.
     RetriesExhausted,
+    /// A source's mapping (or the topic's schema) refused its payload.
+    Mapping,
     /// `fallback: { topic }`: the target was unavailable, the record was
     /// parked instead of waiting.
     Parked,
@@ -52,11 +54,12 @@ pub enum Class {
 
 impl Class {
     /// Every class, for commands that filter by it.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Decode,
         Self::Rejected,
         Self::RetriesExhausted,
         Self::Parked,
+        Self::Mapping,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Class {
             Self::Rejected => "rejected",
             Self::RetriesExhausted => "retries_exhausted",
             Self::Parked => "parked",
+            Self::Mapping => "mapping",
         }
     }
 }

@@ -14,12 +14,16 @@ pub const CONTENT_TYPE: &str = "content-type";
 /// the Stripe event id, ...): repeats that reached different Ferry workers
 /// carry the same one.
 pub const DELIVERY_ID: &str = "ferry-delivery-id";
+/// The envelope `id` of the event a mapped (normalized) record was made
+/// from: a repeat of the event carries the same one.
+pub const EVENT_ID: &str = "ferry-event-id";
 
 /// Headers of a dead letter (a record a sink could not deliver), beside the
 /// record's own headers. Times are Unix epoch milliseconds.
 pub mod dead_letter {
     /// `decode` (the value cannot be decoded), `rejected` (the target
-    /// refused it for good), `parked` (`fallback: { topic }`),
+    /// refused it for good), `mapping` (a source's mapping or the topic's
+    /// schema refused it), `parked` (`fallback: { topic }`),
     /// `retries_exhausted` (`ordering: relaxed`, past
     /// `retry.max_elapsed`).
     pub const ERROR_CLASS: &str = "ferry-dlq-error-class";
@@ -39,6 +43,12 @@ pub mod dead_letter {
     /// Set (to the value's size) when the value was too large to go with
     /// the dead-letter headers: it is still in the source topic.
     pub const VALUE_OMITTED: &str = "ferry-dlq-value-omitted";
+    /// A mapping failure: the target field (`email`, `address.city`).
+    pub const MAPPING_FIELD: &str = "ferry-dlq-mapping-field";
+    /// A mapping failure: the rule that failed (`email`, `required`, ...).
+    pub const MAPPING_RULE: &str = "ferry-dlq-mapping-rule";
+    /// A mapping failure: where in the payload the value was read.
+    pub const MAPPING_SOURCE: &str = "ferry-dlq-mapping-source";
     /// How many times `ferry dlq replay` has put it back already.
     pub const REPLAYS: &str = "ferry-dlq-replays";
     /// On a retry topic's record: which retry topic (0 = the first).
@@ -62,5 +72,8 @@ pub mod dead_letter {
         RETRY_STAGE,
         RETRY_NOT_BEFORE_MS,
         VALUE_OMITTED,
+        MAPPING_FIELD,
+        MAPPING_RULE,
+        MAPPING_SOURCE,
     ];
 }

@@ -358,7 +358,15 @@ impl Running {
         for (name, plan) in planned {
             match plan {
                 Planned::Push { topics, mount } => pushed.push((name, topics, mount)),
-                Planned::Source { topic, make } => {
+                Planned::Source {
+                    topic,
+                    make,
+                    mapping,
+                } => {
+                    if let Some(m) = &mapping {
+                        self.source_dead_letter_topic(&topic, &m.dead_letter_topic)
+                            .await?;
+                    }
                     let schema = self.schema_of(&topic.name, Part::Value).ok_or_else(|| {
                         StartError::NoSchema {
                             connector: name.clone(),
@@ -370,6 +378,7 @@ impl Running {
                         codec: schema.codec.clone(),
                         subject: schema.binding.subject.clone(),
                         version: schema.version,
+                        mapping,
                     };
                     let offsets = match &self.offsets {
                         Some(o) => o.clone(),
@@ -422,6 +431,7 @@ impl Running {
                 }
                 Planned::Sink { settings, make } => {
                     let dead_letters = self.dead_letter_topic(&name, &settings).await?;
+                    let output = self.outputs_of(&name, &settings.outputs)?;
                     // What `ferry dlq replay` puts back and what waits in
                     // the retry topics is delivered by a second task of the
                     // sink, in a group of its own: in the sink's group, the
@@ -440,7 +450,14 @@ impl Running {
                         (name.clone(), *settings, self.kafka.clone()),
                         (format!("{name}.returning"), returning, returning_kafka),
                     ] {
-                        let task = self.sink_task(task_name, settings, kafka, &make, &dead_letters);
+                        let task = self.sink_task(
+                            task_name,
+                            settings,
+                            kafka,
+                            &make,
+                            &dead_letters,
+                            &output,
+                        );
                         self.connector_tasks.push(task);
                     }
                 }
@@ -489,6 +506,7 @@ impl Running {
                         codec: schema.codec.clone(),
                         subject: schema.binding.subject.clone(),
                         version: schema.version,
+                        mapping: None,
                     },
                 );
             }
@@ -553,6 +571,7 @@ impl Running {
         kafka: KafkaConfig,
         make: &super::SinkFactory,
         dead_letters: &super::dead_letter::DeadLetters,
+        output: &Option<crate::sink::KafkaOutput>,
     ) -> JoinHandle<()> {
         let (bootstrap, codecs, shutdown) = (
             self.endpoints.kafka.clone(),
@@ -560,6 +579,7 @@ impl Running {
             self.shutdown.clone(),
         );
         let (make, dead_letters) = (Arc::clone(make), dead_letters.clone());
+        let output = output.clone();
         let task_name = name.clone();
         let stop_budget = self.budget.task_drain();
         supervise(
@@ -577,7 +597,7 @@ impl Running {
                     shutdown.clone(),
                     task_name.clone(),
                 );
-                let dead_letters = dead_letters.clone();
+                let (dead_letters, output) = (dead_letters.clone(), output.clone());
                 async move {
                     super::sink_task::run(
                         &name,
@@ -591,6 +611,7 @@ impl Running {
                             handle: &handle,
                             stop_budget,
                             dead_letters: &dead_letters,
+                            output: output.clone(),
                         },
                     )
                     .await
@@ -652,6 +673,62 @@ impl Running {
             stages,
             park,
         ))
+    }
+
+    /// The output topics of processor `name` (a sink that writes to
+    /// Kafka), with their registered schemas; `None` for a plain sink.
+    #[allow(clippy::result_large_err)]
+    fn outputs_of(
+        &self,
+        name: &str,
+        outputs: &[TopicSpec],
+    ) -> Result<Option<crate::sink::KafkaOutput>, StartError> {
+        if outputs.is_empty() {
+            return Ok(None);
+        }
+        let mut targets = std::collections::BTreeMap::new();
+        for topic in outputs {
+            let schema =
+                self.schema_of(&topic.name, Part::Value)
+                    .ok_or_else(|| StartError::NoSchema {
+                        connector: name.to_owned(),
+                        topic: topic.name.clone(),
+                    })?;
+            targets.insert(
+                topic.name.clone(),
+                SourceTarget {
+                    topic: topic.name.clone(),
+                    codec: schema.codec.clone(),
+                    subject: schema.binding.subject.clone(),
+                    version: schema.version,
+                    mapping: None,
+                },
+            );
+        }
+        Ok(Some(crate::sink::KafkaOutput {
+            producer: self.producer.clone(),
+            targets,
+        }))
+    }
+
+    /// Creates a mapped source's dead-letter topic unless it exists: as
+    /// many partitions as the topic the source writes, so per-key order
+    /// holds there too.
+    async fn source_dead_letter_topic(
+        &self,
+        topic: &TopicSpec,
+        dead_letter_topic: &str,
+    ) -> Result<(), StartError> {
+        let spec = TopicSpec {
+            name: dead_letter_topic.to_owned(),
+            partitions: topic.partitions,
+            replication_factor: topic.replication_factor,
+            config: std::collections::BTreeMap::new(),
+            value_schema: None,
+            key_schema: None,
+        };
+        self.admin_client.ensure_topic(&spec).await?;
+        Ok(())
     }
 
     /// The token connectors' tasks watch.

@@ -97,6 +97,10 @@ pub struct SinkSettings {
     pub drain_within: Duration,
     /// Retry backoff, ordering and dead-letter settings.
     pub resilience: ResilienceConfig,
+    /// Topics the sink writes to Kafka (a processor such as `map`):
+    /// created, with their value schemas registered, at startup, and
+    /// handed to the sink in [`SinkContext::output`].
+    pub outputs: Vec<crate::config::TopicSpec>,
 }
 
 /// How long the in-flight bound must hold before partitions are paused.
@@ -115,6 +119,8 @@ pub(crate) struct SinkEnv<'a> {
     pub stop_budget: Duration,
     /// Where records that cannot be delivered go.
     pub dead_letters: &'a DeadLetters,
+    /// The output topics of a processor.
+    pub output: Option<crate::sink::KafkaOutput>,
 }
 
 /// A consumed record, or one that cannot be handed to a sink (its value
@@ -189,6 +195,10 @@ pub(crate) async fn run(
         async move { letters.send(&record, &failure).await }.boxed()
     });
     let mut task = SinkTask {
+        ctx: SinkContext {
+            name: name.to_owned(),
+            output: env.output.clone(),
+        },
         writing: None,
         dead_letter,
         name,
@@ -285,6 +295,8 @@ struct SinkTask<'a> {
     /// First, so it is dropped first: an attempt aborted mid-write stops
     /// writing before its consumer leaves the group.
     writing: Option<Writing>,
+    /// What the sink is opened with.
+    ctx: SinkContext,
     dead_letter: DeadLetterFn,
     name: &'a str,
     /// Builds a fresh sink when a write is abandoned (it owned the old one).
@@ -337,11 +349,8 @@ impl SinkTask<'_> {
         stop_budget: Duration,
     ) -> Result<Exit, ConnectorError> {
         let name = self.name;
-        let ctx = SinkContext {
-            name: name.to_owned(),
-        };
         match self.sink.as_mut() {
-            Some(sink) => sink.0.open(&ctx).await?,
+            Some(sink) => sink.0.open(&self.ctx).await?,
             None => return Err(ConnectorError::internal("sink missing at open")),
         }
         let drain_within = self.settings.drain_within.min(stop_budget);
@@ -739,11 +748,7 @@ impl SinkTask<'_> {
         };
         self.writing = None;
         let mut sink = (self.make)()?;
-        sink.0
-            .open(&SinkContext {
-                name: self.name.to_owned(),
-            })
-            .await?;
+        sink.0.open(&self.ctx).await?;
         self.sink = Some(sink);
         // Everything before the batch is written (batches complete in order);
         // what was taken after it is dropped: fetch each of its partitions

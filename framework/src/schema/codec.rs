@@ -1,11 +1,11 @@
 //! Avro datums in and out, framed for the Confluent wire format.
 
+use super::encode::{Encoder, Refusal};
 use super::wire;
 use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::schema::RecordSchema;
 use apache_avro::types::Value;
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Why a record could not be encoded or decoded. None is retryable: the same
@@ -27,13 +27,17 @@ pub enum CodecError {
     Avro(String),
 }
 
-/// The schema with its names resolved once: apache-avro's writer and reader
-/// borrow the schema, and resolving names for every record cost three
-/// quarters of the encode time (BENCHMARKS.md). `self_cell` keeps the
-/// borrowers beside the schema they borrow, without `unsafe` in Ferry.
+/// The schema with what is derived from it once: Ferry's [`Encoder`]
+/// (names resolved, a plan per type) and apache-avro's reader. Both borrow
+/// the schema: `self_cell` keeps them beside it, without `unsafe` in Ferry.
 struct Resolved<'s> {
-    writer: GenericDatumWriter<'s>,
+    encoder: Encoder<'s>,
     reader: GenericDatumReader<'s>,
+    /// The capacity to start an output buffer with: the last record's size
+    /// and an eighth, so a record is usually written without growing the
+    /// buffer (growing it from a small guess cost about an eighth of the
+    /// encode time in the `avro` bench).
+    size_hint: AtomicUsize,
 }
 
 self_cell::self_cell!(
@@ -62,16 +66,18 @@ impl std::fmt::Debug for AvroCodec {
 }
 
 impl AvroCodec {
-    /// Resolves `schema`'s names once. Fails only for a schema that refers
-    /// to a type it does not define.
+    /// Resolves `schema`'s names and compiles its encoder once. Fails only
+    /// for a schema that refers to a type it does not define.
     pub fn new(schema: Schema, id: u32) -> Result<Self, CodecError> {
         let compiled = Compiled::try_new(schema, |s| {
-            Ok::<_, apache_avro::Error>(Resolved {
-                writer: GenericDatumWriter::builder(s).build()?,
-                reader: GenericDatumReader::builder(s).build()?,
+            Ok::<_, CodecError>(Resolved {
+                encoder: Encoder::new(s).map_err(|e| CodecError::Avro(e.to_string()))?,
+                reader: GenericDatumReader::builder(s)
+                    .build()
+                    .map_err(|e| CodecError::Avro(e.to_string()))?,
+                size_hint: AtomicUsize::new(64),
             })
-        })
-        .map_err(|e| CodecError::Avro(e.to_string()))?;
+        })?;
         Ok(Self {
             compiled: Arc::new(compiled),
             id,
@@ -87,20 +93,26 @@ impl AvroCodec {
     }
 
     /// Encodes `value` as `0x00 | id | datum`. A value that does not match
-    /// the schema is refused, naming the field; nothing is coerced.
+    /// the schema is refused, naming the field; nothing is coerced. The bytes
+    /// are apache-avro's for every value it writes readably; see
+    /// `schema/encode.rs` for the few values it would write as something
+    /// else, which are refused.
     pub fn encode(&self, value: &Value) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::with_capacity(64);
-        wire::frame_into(self.id, &mut out);
-        // The writer validates while it encodes; the slower field-by-field
-        // walk runs only to explain a refusal.
-        let written = self
-            .compiled
-            .with_dependent(|_, r| r.writer.write_value_ref(&mut out, value));
-        match written {
-            Ok(_) => Ok(out),
-            Err(_) if !value.validate(self.schema()) => Err(self.mismatch(value)),
-            Err(e) => Err(CodecError::Avro(e.to_string())),
-        }
+        self.compiled
+            .with_dependent(|_, r| {
+                let hint = r.size_hint.load(Ordering::Relaxed);
+                let mut out = Vec::with_capacity(hint);
+                wire::frame_into(self.id, &mut out);
+                r.encoder.write(value, &mut out)?;
+                let len = out.len();
+                // Only a change worth making is stored (the hint is shared
+                // by every task writing with this schema).
+                if len > hint || len < hint / 2 {
+                    r.size_hint.store(len + len / 8, Ordering::Relaxed);
+                }
+                Ok(out)
+            })
+            .map_err(|refusal| self.mismatch(refusal))
     }
 
     /// Decodes a framed payload written with this codec's schema.
@@ -117,54 +129,21 @@ impl AvroCodec {
             .map_err(|e| CodecError::Avro(e.to_string()))
     }
 
-    fn mismatch(&self, value: &Value) -> CodecError {
+    fn mismatch(&self, refusal: Refusal) -> CodecError {
         let schema = self
             .schema()
             .name()
             .map_or_else(|| "(unnamed)".to_owned(), |n| n.fullname(None));
-        let (field, reason) = match (self.schema(), value) {
-            (Schema::Record(RecordSchema { fields, .. }), Value::Record(values)) => fields
-                .iter()
-                .find_map(|f| match values.iter().find(|(name, _)| name == &f.name) {
-                    None => Some((f.name.clone(), "missing".to_owned())),
-                    Some((_, v)) if !v.validate(&f.schema) => Some((
-                        f.name.clone(),
-                        format!("{} does not fit {}", kind(v), f.schema.canonical_form()),
-                    )),
-                    Some(_) => None,
-                })
-                .or_else(|| {
-                    values
-                        .iter()
-                        .find(|(name, _)| !fields.iter().any(|f| &f.name == name))
-                        .map(|(name, _)| (name.clone(), "not in the schema".to_owned()))
-                })
-                .unwrap_or_else(|| ("?".to_owned(), "does not match".to_owned())),
-            _ => (".".to_owned(), format!("{} is not a record", kind(value))),
-        };
+        let Refusal { field, reason } = refusal;
         CodecError::Mismatch {
             schema,
-            field,
+            field: if field.is_empty() {
+                ".".to_owned()
+            } else {
+                field
+            },
             reason,
         }
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Boolean(_) => "a boolean",
-        Value::Int(_) => "an int",
-        Value::Long(_) => "a long",
-        Value::Float(_) => "a float",
-        Value::Double(_) => "a double",
-        Value::Bytes(_) => "bytes",
-        Value::String(_) => "a string",
-        Value::Union(_, _) => "a union value",
-        Value::Record(_) => "a record",
-        Value::Array(_) => "an array",
-        Value::Map(_) => "a map",
-        _ => "a value of another type",
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod bindings;
 pub mod codec;
 pub mod compatibility;
+mod encode;
 pub mod envelope;
 pub mod files;
 pub mod json;

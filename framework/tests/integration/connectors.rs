@@ -99,7 +99,14 @@ async fn pushed_records_are_acknowledged_only_once_durable_and_a_batch_source_co
         Arc::new(move || Ok(BoxedSource::new(Pushed(Arc::clone(&shared), None))))
     };
     running
-        .start_connectors(vec![("push".into(), Planned::Source { topic, make })])
+        .start_connectors(vec![(
+            "push".into(),
+            Planned::Source {
+                topic,
+                make,
+                mapping: None,
+            },
+        )])
         .await
         .expect("connector starts");
 

@@ -227,7 +227,11 @@ async fn a_full_producer_queue_keeps_each_batch_in_order() {
     running
         .start_connectors(vec![(
             "ordered".into(),
-            Planned::Source { topic: spec, make },
+            Planned::Source {
+                topic: spec,
+                make,
+                mapping: None,
+            },
         )])
         .await
         .expect("connector starts");

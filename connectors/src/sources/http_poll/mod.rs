@@ -92,6 +92,7 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
     let outbound = Outbound::new(&name, &resilience);
     Ok(Planned::Source {
         topic,
+        mapping: None,
         make: Arc::new(move || {
             Ok(BoxedSource::new(source::HttpPollSource::new(
                 &name,

@@ -334,6 +334,7 @@ impl HttpPollSource {
             })?;
             return Ok(Page::Body {
                 json,
+                body: reply.body,
                 etag,
                 link_next,
                 url: reply.url,
@@ -353,18 +354,18 @@ impl HttpPollSource {
     ) -> Result<SourceRecord, ConnectorError> {
         let key = match &self.cfg.key {
             None => None,
-            Some(ptr) => Some(match item.pointer(ptr) {
-                Some(Json::String(s)) => s.clone(),
-                Some(v @ (Json::Number(_) | Json::Bool(_))) => v.to_string(),
+            Some(ptr) => match item.pointer(ptr) {
+                Some(Json::String(s)) => Some(s.clone()),
+                Some(v @ (Json::Number(_) | Json::Bool(_))) => Some(v.to_string()),
+                // One item without a key must not stop the source (nor, with
+                // a mapping, keep it from the dead-letter topic): it is
+                // written unkeyed.
                 _ => {
-                    return Err(ConnectorError::user(format!(
-                        "connector `{}`: an item from {} has no key at `{ptr}`: {}",
-                        self.name,
-                        redact::url(url),
-                        excerpt(item)
-                    )))
+                    tracing::warn!(connector = %self.name, url = %redact::url(url), key = %ptr,
+                        item = %excerpt(item), "an item has no key; written without one");
+                    None
                 }
-            }),
+            },
         };
         let occurred_at = self
             .cfg
@@ -459,6 +460,8 @@ enum Page {
     CircuitOpen(Duration),
     Body {
         json: Json,
+        /// The answer as received: each item's payload is its own bytes.
+        body: Vec<u8>,
         etag: Option<String>,
         link_next: Option<String>,
         url: String,
@@ -572,7 +575,7 @@ impl Source for HttpPollSource {
         }
         cycle.resumed = false;
         cycle.after_pause = false;
-        let (json, etag, link_next, url) = match page {
+        let (json, body, etag, link_next, url) = match page {
             Page::CircuitOpen(_) => return Ok(Poll::Idle(Duration::ZERO)),
             Page::NotModified => {
                 self.last_cycle_end = Some(Instant::now());
@@ -581,10 +584,11 @@ impl Source for HttpPollSource {
             }
             Page::Body {
                 json,
+                body,
                 etag,
                 link_next,
                 url,
-            } => (json, etag, link_next, url),
+            } => (json, body, etag, link_next, url),
         };
         if first {
             cycle.etag = etag;
@@ -612,10 +616,20 @@ impl Source for HttpPollSource {
                 )))
             }
         };
+        // Each item exactly as the API sent it (keys in its order, its
+        // spacing and number forms): the envelope's payload, its id and
+        // the boundary hash. Re-serialized only if the body cannot be
+        // walked that way (not UTF-8).
+        let raw = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|b| raw_items(b, &self.cfg.items))
+            .filter(|r| r.len() == items.len());
         let mut records = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            // Serialized once: the envelope's payload, its id and the boundary hash.
-            let payload = serde_json::to_vec(item).unwrap_or_default();
+            let payload = match raw.as_ref().and_then(|r| r.get(i)) {
+                Some(r) => r.get().as_bytes().to_vec(),
+                None => serde_json::to_vec(item).unwrap_or_default(),
+            };
             if let Some(inc) = &self.cfg.incremental {
                 if let Some(v) = item.pointer(&inc.field).filter(|v| !v.is_null()) {
                     if let Some(last) = &cycle.last {
@@ -837,6 +851,24 @@ fn excerpt(v: &Json) -> String {
     v.to_string().chars().take(120).collect()
 }
 
+/// The items at `pointer` in `body`, each as its own slice of the body.
+fn raw_items<'a>(body: &'a str, pointer: &str) -> Option<Vec<&'a serde_json::value::RawValue>> {
+    use serde_json::value::RawValue;
+    let mut at: &'a RawValue = serde_json::from_str(body).ok()?;
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let text: &'a str = at.get();
+        at = if text.starts_with('[') {
+            let items: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
+            items.get(token.parse::<usize>().ok()?).copied()?
+        } else {
+            let fields: HashMap<String, &'a RawValue> = serde_json::from_str(text).ok()?;
+            fields.get(&token).copied()?
+        };
+    }
+    serde_json::from_str(at.get()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -900,5 +932,24 @@ mod tests {
             epoch_millis(&serde_json::json!("1970-01-01T00:00:01Z")),
             Some(1000)
         );
+    }
+
+    #[test]
+    fn items_keep_the_bytes_the_api_sent() {
+        let body = r#"{ "meta": {"n": 2},
+            "data": [ {"z": 1, "a": 1.50, "s": "\u00e9"} ,{"b":[1, 2]} ] }"#;
+        let items = raw_items(body, "/data").expect("items");
+        let got: Vec<&str> = items.iter().map(|r| r.get()).collect();
+        assert_eq!(
+            got,
+            [r#"{"z": 1, "a": 1.50, "s": "\u00e9"}"#, r#"{"b":[1, 2]}"#]
+        );
+        let root = raw_items(r#"[ {"x" : 1} ]"#, "").expect("root array");
+        assert_eq!(root[0].get(), r#"{"x" : 1}"#);
+        let nested =
+            raw_items(r#"{"a/b": {"list": [[{"k":1}]]}}"#, "/a~1b/list/0").expect("nested");
+        assert_eq!(nested[0].get(), r#"{"k":1}"#);
+        assert!(raw_items(r#"{"data": {}}"#, "/data").is_none());
+        assert!(raw_items(r#"{"data": []}"#, "/missing").is_none());
     }
 }

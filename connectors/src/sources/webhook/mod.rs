@@ -76,12 +76,7 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
 /// The typed settings of a `type: webhook` entry, if they parse (the
 /// banner's example; `plan` reports what does not).
 pub fn settings(spec: &ferry::runtime::ConnectorSpec) -> Option<WebhookConfig> {
-    let own: serde_json::Map<String, serde_json::Value> = spec
-        .settings
-        .iter()
-        .filter(|(k, _)| !RESILIENCE_KEYS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let own = crate::registry::own_settings(spec);
     serde_json::from_value(serde_json::Value::Object(own)).ok()
 }
 

@@ -25,11 +25,13 @@ fn spec(settings: serde_json::Value) -> ConnectorSpec {
 
 fn plan(settings: serde_json::Value) -> Result<Planned, ConfigError> {
     let spec = spec(settings);
+    let config = ferry::config::FerryConfig::default();
     super::plan(&Context {
         spec: &spec,
         key: "connectors[0]".into(),
         origin: "test.yaml",
         group_prefix: "ferry",
+        config: &config,
     })
 }
 
