@@ -79,7 +79,9 @@ fn refuses_the_record(e: &crate::kafka::ProduceError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(
         e.source.rdkafka_error_code(),
-        Some(C::MessageSizeTooLarge | C::InvalidMessage | C::InvalidMessageSize | C::InvalidRecord)
+        // Not `InvalidMessage` (CORRUPT_MESSAGE): a CRC error in transit,
+        // which a retry can pass.
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidRecord)
     )
 }
 

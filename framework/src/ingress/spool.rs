@@ -306,11 +306,10 @@ impl Spool {
     }
 
     /// Indexes segment `i`'s entries after the cursor. A bad region followed
-    /// by a frame that checks out is skipped; a bad tail is truncated. Only
-    /// a torn append (the start of one frame, or zeros) is simply cut: any
-    /// other bytes that do not check out are first copied to a
-    /// `damaged-<segment>-<offset>.bin` file beside the spool, so what
-    /// recovery cannot read is kept for an operator, never deleted.
+    /// by a frame that checks out is skipped; a bad tail is truncated. Bytes
+    /// that do not check out (a torn append included) are first copied to a
+    /// `damaged-<segment>-<offset>-<uuid>.bin` file beside the spool, so
+    /// what recovery cannot read is kept for an operator, never deleted.
     fn recover(&mut self, i: usize) -> Result<(), SpoolError> {
         let Segment { seq, len } = self.segments[i];
         let path = segment_path(&self.dir, seq);
@@ -338,11 +337,13 @@ impl Spool {
                 pos = next;
             } else {
                 let tail = &bytes[pos..];
+                // Kept even when it looks torn: a bit flip in a complete
+                // frame's length looks the same.
+                let kept = self.keep_damaged(seq, pos, tail)?;
                 if is_torn_append(tail) {
                     tracing::warn!(file = %path.display(), offset = pos, bytes = tail.len(),
-                        "spool: torn entry at the end of a segment truncated");
+                        kept_in = %kept.display(), "spool: torn entry at the end of a segment truncated");
                 } else {
-                    let kept = self.keep_damaged(seq, pos, tail)?;
                     tracing::error!(file = %path.display(), offset = pos, bytes = tail.len(),
                         kept_in = %kept.display(),
                         "spool: unreadable bytes at the end of a segment moved aside");
@@ -359,8 +360,11 @@ impl Spool {
 
     /// Copies bytes recovery cannot read to a file of their own (fsynced).
     fn keep_damaged(&self, seq: u64, offset: usize, bytes: &[u8]) -> Result<PathBuf, SpoolError> {
-        let path = self.dir.join(format!("damaged-{seq:020}-{offset}.bin"));
-        let mut file = File::create(&path).map_err(at(&path))?;
+        let path = self.dir.join(format!(
+            "damaged-{seq:020}-{offset}-{}.bin",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut file = File::create_new(&path).map_err(at(&path))?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(at(&path))?;
@@ -792,6 +796,18 @@ mod tests {
         let mut damaged = bytes.clone();
         let last = tickets[3].end as usize;
         damaged[last + HEADER as usize + 3] ^= 0x5A;
+        let dir = with_files(&damaged, None);
+        let mut spool = reopen(dir.path());
+        assert_eq!(pending(&mut spool), entries(0..4));
+        assert_eq!(damaged_files(dir.path()), vec![damaged[last..].to_vec()]);
+    }
+
+    #[test]
+    fn a_last_entry_whose_length_was_damaged_is_kept_aside() {
+        let (bytes, tickets) = five_entries();
+        let mut damaged = bytes.clone();
+        let last = tickets[3].end as usize;
+        damaged[last + 6] ^= 0x40; // the length grows past the end: looks torn
         let dir = with_files(&damaged, None);
         let mut spool = reopen(dir.path());
         assert_eq!(pending(&mut spool), entries(0..4));

@@ -56,7 +56,6 @@ impl ProduceError {
             self.source.rdkafka_error_code(),
             Some(
                 C::MessageSizeTooLarge
-                    | C::InvalidMessage
                     | C::InvalidMessageSize
                     | C::TopicAuthorizationFailed
                     | C::UnknownTopicOrPartition
