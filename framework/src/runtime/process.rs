@@ -367,19 +367,8 @@ impl Running {
                         self.source_dead_letter_topic(&topic, &m.dead_letter_topic)
                             .await?;
                     }
-                    let schema = self.schema_of(&topic.name, Part::Value).ok_or_else(|| {
-                        StartError::NoSchema {
-                            connector: name.clone(),
-                            topic: topic.name.clone(),
-                        }
-                    })?;
-                    let target = SourceTarget {
-                        topic: topic.name.clone(),
-                        codec: schema.codec.clone(),
-                        subject: schema.binding.subject.clone(),
-                        version: schema.version,
-                        mapping,
-                    };
+                    let mut target = self.target_of(&name, &topic.name)?;
+                    target.mapping = mapping;
                     let offsets = match &self.offsets {
                         Some(o) => o.clone(),
                         None => {
@@ -493,22 +482,7 @@ impl Running {
             }
             let mut targets = std::collections::HashMap::new();
             for topic in &topics {
-                let schema = self.schema_of(&topic.name, Part::Value).ok_or_else(|| {
-                    StartError::NoSchema {
-                        connector: name.clone(),
-                        topic: topic.name.clone(),
-                    }
-                })?;
-                targets.insert(
-                    topic.name.clone(),
-                    SourceTarget {
-                        topic: topic.name.clone(),
-                        codec: schema.codec.clone(),
-                        subject: schema.binding.subject.clone(),
-                        version: schema.version,
-                        mapping: None,
-                    },
-                );
+                targets.insert(topic.name.clone(), self.target_of(&name, &topic.name)?);
             }
             let dir = self.data_dir.join("webhooks").join(&name);
             let state_error = |message: String| StartError::WebhookState {
@@ -675,6 +649,25 @@ impl Running {
         ))
     }
 
+    /// Where connector `name`'s records for `topic` go: the topic's
+    /// registered value schema (its codec, subject and version).
+    #[allow(clippy::result_large_err)]
+    fn target_of(&self, name: &str, topic: &str) -> Result<SourceTarget, StartError> {
+        let schema = self
+            .schema_of(topic, Part::Value)
+            .ok_or_else(|| StartError::NoSchema {
+                connector: name.to_owned(),
+                topic: topic.to_owned(),
+            })?;
+        Ok(SourceTarget {
+            topic: topic.to_owned(),
+            codec: schema.codec.clone(),
+            subject: schema.binding.subject.clone(),
+            version: schema.version,
+            mapping: None,
+        })
+    }
+
     /// The output topics of processor `name` (a sink that writes to
     /// Kafka), with their registered schemas; `None` for a plain sink.
     #[allow(clippy::result_large_err)]
@@ -688,22 +681,7 @@ impl Running {
         }
         let mut targets = std::collections::BTreeMap::new();
         for topic in outputs {
-            let schema =
-                self.schema_of(&topic.name, Part::Value)
-                    .ok_or_else(|| StartError::NoSchema {
-                        connector: name.to_owned(),
-                        topic: topic.name.clone(),
-                    })?;
-            targets.insert(
-                topic.name.clone(),
-                SourceTarget {
-                    topic: topic.name.clone(),
-                    codec: schema.codec.clone(),
-                    subject: schema.binding.subject.clone(),
-                    version: schema.version,
-                    mapping: None,
-                },
-            );
+            targets.insert(topic.name.clone(), self.target_of(name, &topic.name)?);
         }
         Ok(Some(crate::sink::KafkaOutput {
             producer: self.producer.clone(),
