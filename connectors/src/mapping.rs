@@ -48,23 +48,55 @@ pub fn attach(ctx: &Context<'_>, plan: &mut Planned) -> Result<(), ConfigError> 
             return Ok(());
         }
     }
-    let Planned::Source { topic, mapping, .. } = plan else {
-        return Err(ctx.invalid(
+    match plan {
+        Planned::Source { topic, mapping, .. } => {
+            let compiled = compile(ctx, &topic.name)?
+                .ok_or_else(|| ctx.invalid(MAPPING_KEY, "expected a mapping section"))?;
+            topic.value_schema = Some(compiled.schema.clone());
+            *mapping = Some(SourceMapping {
+                transform: compiled.transform,
+                dead_letter_topic: compiled.dead_letter_topic,
+            });
+            Ok(())
+        }
+        // A webhook: its events are mapped like a poll source's records.
+        // One mapping reads one vendor's payload, so it takes a connector
+        // that writes one topic; a connector routing event types to
+        // several topics maps each with a `type: map` processor.
+        Planned::Push {
+            topics, mappings, ..
+        } => {
+            let [topic] = topics.as_mut_slice() else {
+                let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+                return Err(ctx.invalid(
+                    MAPPING_KEY,
+                    format!(
+                        "a mapping applies to a webhook that writes one topic; this one routes to {} ({}): map each with a `type: map` processor",
+                        names.len(),
+                        names.join(", ")
+                    ),
+                ));
+            };
+            let compiled = compile(ctx, &topic.name)?
+                .ok_or_else(|| ctx.invalid(MAPPING_KEY, "expected a mapping section"))?;
+            topic.value_schema = Some(compiled.schema.clone());
+            mappings.insert(
+                topic.name.clone(),
+                SourceMapping {
+                    transform: compiled.transform,
+                    dead_letter_topic: compiled.dead_letter_topic,
+                },
+            );
+            Ok(())
+        }
+        Planned::Sink { .. } => Err(ctx.invalid(
             MAPPING_KEY,
             format!(
-                "connector type `{}` takes no `mapping:` (poll sources do; for webhooks, map the topic they write with a poll source's mapping in a later release)",
+                "connector type `{}` takes no `mapping:` (sources and webhooks do; to map a topic into another, use a `type: map` processor)",
                 ctx.spec.kind
             ),
-        ));
-    };
-    let compiled = compile(ctx, &topic.name)?
-        .ok_or_else(|| ctx.invalid(MAPPING_KEY, "expected a mapping section"))?;
-    topic.value_schema = Some(compiled.schema.clone());
-    *mapping = Some(SourceMapping {
-        transform: compiled.transform,
-        dead_letter_topic: compiled.dead_letter_topic,
-    });
-    Ok(())
+        )),
+    }
 }
 
 /// Parses and compiles the connector's `mapping:` section (`None` when it

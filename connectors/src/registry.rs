@@ -400,4 +400,28 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("connectors[0].mapping"), "{err}");
     }
+
+    #[test]
+    fn a_webhook_writing_one_topic_takes_a_mapping() {
+        let one = "  - name: hooks\n    type: webhook\n    path: /hooks\n    verify: { scheme: none }\n    topic: contacts\n    mapping: { schema: contact.avsc, transform: salesforce_contact }\n";
+        let (config, planned) = plan(one).unwrap();
+        let Planned::Push { mappings, .. } = &planned[0].1 else {
+            panic!("not a push connector")
+        };
+        assert_eq!(mappings["contacts"].dead_letter_topic, "hooks.dlq");
+        let topic = config.topics.iter().find(|t| t.name == "contacts").unwrap();
+        assert_eq!(
+            topic.value_schema.as_deref(),
+            Some(std::path::Path::new("contact.avsc"))
+        );
+        let routed = "  - name: hooks\n    type: webhook\n    path: /hooks\n    verify: { scheme: github, secrets: [s] }\n    routes: [{ type: push, topic: a }, { type: issue, topic: b }]\n    mapping: { schema: contact.avsc, transform: salesforce_contact }\n";
+        let err = plan(routed)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("connectors[0].mapping") && err.contains("a, b"),
+            "{err}"
+        );
+    }
 }

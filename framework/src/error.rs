@@ -45,6 +45,9 @@ pub struct ConnectorError {
     /// The HTTP status, when the failure was an answer from an HTTP peer.
     pub status: Option<u16>,
     pub scope: Scope,
+    /// What in the record failed, as dead-letter headers (a mapping's
+    /// field, rule and source path: `ferry-dlq-mapping-*`); usually empty.
+    pub details: Vec<(&'static str, String)>,
 }
 
 impl ConnectorError {
@@ -56,6 +59,7 @@ impl ConnectorError {
             message: message.into(),
             status: None,
             scope: Scope::Record,
+            details: Vec::new(),
         }
     }
 
@@ -67,6 +71,7 @@ impl ConnectorError {
             message: message.into(),
             status: None,
             scope: Scope::Record,
+            details: Vec::new(),
         }
     }
 
@@ -78,6 +83,7 @@ impl ConnectorError {
             message: message.into(),
             status: None,
             scope: Scope::Record,
+            details: Vec::new(),
         }
     }
 
@@ -99,6 +105,7 @@ impl ConnectorError {
             message: message.into(),
             status: Some(status),
             scope: Scope::Record,
+            details: Vec::new(),
         }
     }
 
@@ -106,6 +113,17 @@ impl ConnectorError {
     #[must_use]
     pub fn for_connector(mut self) -> Self {
         self.scope = Scope::Connector;
+        self
+    }
+
+    /// The same failure, naming what in the record failed (a dead-letter
+    /// header `name`; empty values are left out).
+    #[must_use]
+    pub fn with_detail(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        if !value.is_empty() {
+            self.details.push((name, value));
+        }
         self
     }
 

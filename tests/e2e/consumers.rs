@@ -1,8 +1,10 @@
 //! Other teams' services read the quickstart's normalized contacts with
 //! their own stacks: the Python example (`confluent-kafka` with the
-//! registry's `AvroDeserializer`) and the Node one (`kafkajs`,
-//! `@kafkajs/confluent-schema-registry` and an LZ4 codec) in
-//! `examples/consumers/`, run as a user runs them against `ferry up`,
+//! registry's `AvroDeserializer`), the Node one (`kafkajs`,
+//! `@kafkajs/confluent-schema-registry` and an LZ4 codec) and the Rust one
+//! (a `Contact` struct `rsgen-avro` generates from `schemas/contact.avsc`,
+//! read through `ferry::consumer::TypedConsumer`) in `examples/consumers/`,
+//! run as a user runs them against `ferry up` (the Rust one in process),
 //! decode every `Contact` with the schema the registry holds for the topic,
 //! and see each source event once, each contact's changes in order: also
 //! when a replay writes the same events again (a big LZ4 batch, which
@@ -64,7 +66,7 @@ print(json.dumps({"copied": len(got), "bytes": sum(len(v) for _, v, _ in got) * 
 "#;
 
 #[test]
-fn python_and_node_consumers_decode_normalized_contacts_from_ferry_up() {
+fn python_node_and_rust_consumers_decode_normalized_contacts_from_ferry_up() {
     // Install first, so npm and pip do not eat into Ferry's timeouts.
     let py = python::python();
     let nodeapp = node::consumer_example();
@@ -161,7 +163,7 @@ struct Consumers {
 impl Consumers {
     /// Runs both at once on `topic` (each in its own fresh group) with the
     /// extra `args`; returns each one's outcome.
-    fn run(&self, topic: &str, phase: &str, args: &[&str]) -> [(&'static str, Finished); 2] {
+    fn run(&self, topic: &str, phase: &str, args: &[&str]) -> [(&'static str, Finished); 3] {
         let common = |who: &str| {
             let mut all = vec![
                 "--bootstrap".to_owned(),
@@ -185,6 +187,8 @@ impl Consumers {
             &[],
         );
         let mut node = FerryProcess::spawn(&self.node.node, &refs(&node_args), &self.node.dir, &[]);
+        let rust_args = [vec!["contacts-consumer".to_owned()], common("rust")].concat();
+        let rust = std::thread::spawn(move || run_rust(&rust_args));
         let finished = |p: &mut FerryProcess| {
             let status = p.wait(TIMEOUT);
             Finished {
@@ -196,7 +200,41 @@ impl Consumers {
         [
             ("python", finished(&mut python)),
             ("node", finished(&mut node)),
+            ("rust", rust.join().expect("the Rust consumer's thread")),
         ]
+    }
+}
+
+/// The Rust example with `args` (as its command line), in process: what it
+/// prints, and its summary on "stderr" as its `main` prints it.
+fn run_rust(args: &[String]) -> Finished {
+    use clap::Parser as _;
+    let opts = contacts_consumer::Options::try_parse_from(args).expect("the example's options");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut out = Vec::new();
+    let result = runtime.block_on(async {
+        tokio::time::timeout(TIMEOUT, contacts_consumer::run(&opts, &mut out)).await
+    });
+    let stdout = String::from_utf8_lossy(&out).into_owned();
+    match result {
+        Ok(Ok(summary)) => Finished {
+            code: Some(0),
+            stdout,
+            stderr: serde_json::to_string(&summary).expect("JSON"),
+        },
+        Ok(Err(e)) => Finished {
+            code: Some(1),
+            stdout,
+            stderr: format!("{e:#}"),
+        },
+        Err(_) => Finished {
+            code: None,
+            stdout,
+            stderr: format!("did not finish within {TIMEOUT:?}"),
+        },
     }
 }
 

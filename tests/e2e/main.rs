@@ -21,6 +21,7 @@ mod sink_setup;
 mod state_topics;
 mod versions;
 mod webhook_durability;
+mod webhook_mapping;
 mod webhook_support;
 mod webhooks;
 

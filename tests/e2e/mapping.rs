@@ -28,16 +28,17 @@ const CYCLES: usize = 3;
 /// The items exactly as the fake CRM sends them: odd spacing, keys in no
 /// particular order, a number with a trailing zero. `raw` (and a dead
 /// letter's value) must be these bytes, not a re-serialization.
-const ADA: &str = r#"{"Id":"0035e00000AbCdEAAV","FirstName":"Ada","LastName":"Lovelace","email_address":"  Ada.Lovelace@Example.COM ","phone":"(650) 253-0000","LastModifiedDate":"2024-05-01T10:00:00.000+0000","attributes":{"type":"Contact"}}"#;
-const GRACE: &str = r#"{ "Id" : "003B", "Name" : "  Grace   Hopper ", "Email": "GRACE@Navy.MIL",  "Phone": "+44 20 7031 3000" }"#;
+pub(crate) const ADA: &str = r#"{"Id":"0035e00000AbCdEAAV","FirstName":"Ada","LastName":"Lovelace","email_address":"  Ada.Lovelace@Example.COM ","phone":"(650) 253-0000","LastModifiedDate":"2024-05-01T10:00:00.000+0000","attributes":{"type":"Contact"}}"#;
+pub(crate) const GRACE: &str = r#"{ "Id" : "003B", "Name" : "  Grace   Hopper ", "Email": "GRACE@Navy.MIL",  "Phone": "+44 20 7031 3000" }"#;
 /// Refused: `email`, rule `email`.
-const BAD_EMAIL: &str = r#"{"Id":"003C","FirstName":"Bad","email_address":"ada(at)example.com"}"#;
-const ALAN: &str =
+pub(crate) const BAD_EMAIL: &str =
+    r#"{"Id":"003C","FirstName":"Bad","email_address":"ada(at)example.com"}"#;
+pub(crate) const ALAN: &str =
     r#"{"LastName":"Turing", "FirstName":"Alan","Id":"003D","phone":"650.253.0001","Amount":1.50}"#;
 /// Refused: `id`, rule `required` (no `contactId`, `Id` or `id`).
-const NO_ID: &str = r#"{"Name":"No Id","email_address":"noid@example.com"}"#;
+pub(crate) const NO_ID: &str = r#"{"Name":"No Id","email_address":"noid@example.com"}"#;
 
-const ITEMS: [&str; 5] = [ADA, GRACE, BAD_EMAIL, ALAN, NO_ID];
+pub(crate) const ITEMS: [&str; 5] = [ADA, GRACE, BAD_EMAIL, ALAN, NO_ID];
 
 /// A fake CRM: `GET /contacts` answers `{"records": [...]}` with [`ITEMS`]
 /// for the first [`CYCLES`] requests, then with no records.
@@ -93,14 +94,14 @@ impl FakeCrm {
 
 /// One record read back from Kafka.
 #[derive(Debug)]
-struct Read {
-    key: Option<String>,
-    value: Vec<u8>,
-    headers: BTreeMap<String, String>,
+pub(crate) struct Read {
+    pub(crate) key: Option<String>,
+    pub(crate) value: Vec<u8>,
+    pub(crate) headers: BTreeMap<String, String>,
 }
 
 impl Read {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
 }
@@ -172,7 +173,7 @@ fn read_topic(bootstrap: &str, topic: &str) -> Vec<Read> {
 }
 
 /// How many partitions `topic` has (0: none, it does not exist).
-fn partitions(bootstrap: &str, topic: &str) -> usize {
+pub(crate) fn partitions(bootstrap: &str, topic: &str) -> usize {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = crate::pipeline::envelope_reader(bootstrap, "mapping-check")
         .create()
@@ -187,7 +188,7 @@ fn partitions(bootstrap: &str, topic: &str) -> usize {
         .sum()
 }
 
-async fn read(bootstrap: &str, topic: &str) -> Vec<Read> {
+pub(crate) async fn read(bootstrap: &str, topic: &str) -> Vec<Read> {
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic))
         .await
@@ -242,14 +243,14 @@ connectors:
     )
 }
 
-fn tail_lines(text: &str, n: usize) -> String {
+pub(crate) fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The normalized record each good item must become, as JSON (the way
 /// `ferry tail` prints it).
-fn expected_contacts() -> BTreeMap<&'static str, (&'static str, serde_json::Value)> {
+pub(crate) fn expected_contacts() -> BTreeMap<&'static str, (&'static str, serde_json::Value)> {
     BTreeMap::from([
         (
             "0035e00000AbCdEAAV",

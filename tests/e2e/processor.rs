@@ -10,7 +10,7 @@
 //!   for byte, keyed like its envelope, in per-key order, with
 //!   `ferry-event-id` = the envelope's id and the envelope's correlation id;
 //! - a delivery the mapping refuses is in `normalize.dlq` (the envelope as
-//!   it was on `hooks.contacts`, class `rejected`, the message naming the
+//!   it was on `hooks.contacts`, class `mapping`, the message naming the
 //!   field and rule), `ferry dlq list` shows it, and the rest flowed on;
 //! - the processor's input offsets are committed to the end once all that
 //!   is in Kafka.
@@ -619,12 +619,14 @@ async fn webhooks_are_normalized_by_a_map_processor_and_refusals_dead_lettered()
         "the dead letter's value is the input record's bytes (the envelope): {d:?}"
     );
     assert_eq!(d.key.as_deref(), Some("c-2"), "{d:?}");
-    assert_eq!(d.header("ferry-dlq-error-class"), Some("rejected"), "{d:?}");
+    assert_eq!(d.header("ferry-dlq-error-class"), Some("mapping"), "{d:?}");
     let message = d.header("ferry-dlq-error-message").unwrap_or_default();
     assert!(
         message.contains("`email`") && message.contains("rule email"),
         "the message names the field and the rule: {d:?}"
     );
+    assert_eq!(d.header("ferry-dlq-mapping-field"), Some("email"), "{d:?}");
+    assert_eq!(d.header("ferry-dlq-mapping-rule"), Some("email"), "{d:?}");
     assert_eq!(d.header("ferry-dlq-connector"), Some(PROCESSOR), "{d:?}");
     assert_eq!(d.header("ferry-dlq-source-topic"), Some(INPUT), "{d:?}");
     assert_eq!(
@@ -651,9 +653,9 @@ async fn webhooks_are_normalized_by_a_map_processor_and_refusals_dead_lettered()
     assert_eq!(list.code, Some(0), "{list:?}");
     for says in [
         format!("1 dead letter in `{DLQ}`"),
-        "rejected: 1".to_owned(),
+        "mapping: 1".to_owned(),
         format!(
-            "{INPUT}/{}@{} key=c-2 class=rejected",
+            "{INPUT}/{}@{} key=c-2 class=mapping",
             bad_input.partition, bad_input.offset
         ),
     ] {
@@ -727,12 +729,20 @@ async fn what_cannot_be_mapped_or_written_is_dead_lettered_and_the_rest_flows_on
             .get(&id)
             .unwrap_or_else(|| panic!("a dead letter that is no input envelope: {d:?}"));
         assert!(d.value == from.value, "the envelope as it was: {d:?}");
-        assert_eq!(d.header("ferry-dlq-error-class"), Some("rejected"), "{d:?}");
         let message = d
             .header("ferry-dlq-error-message")
             .unwrap_or_default()
             .to_lowercase();
         let key = d.key.clone().unwrap_or_default();
+        // Too large for Kafka: refused by the target; not JSON: by the
+        // mapping (rule `json`).
+        let (class, rule) = if key == "c-9" {
+            ("rejected", None)
+        } else {
+            ("mapping", Some("json"))
+        };
+        assert_eq!(d.header("ferry-dlq-error-class"), Some(class), "{d:?}");
+        assert_eq!(d.header("ferry-dlq-mapping-rule"), rule, "{d:?}");
         let says = if key == "c-9" {
             message.contains(OUTPUT) && message.contains("too large")
         } else {

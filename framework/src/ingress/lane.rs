@@ -433,7 +433,12 @@ impl Lane {
                 Err(why) => Some(why),
             };
             if let Some(why) = refused {
-                self.set_aside(&entry, &why).await?;
+                // Cannot keep it aside (disk): it stays in the spool, and
+                // the prefix before it is still acknowledged below.
+                if let Err(e) = self.set_aside(&entry, &why).await {
+                    failure.get_or_insert(e);
+                    break;
+                }
             }
             upto = Some(ticket);
             drained += 1;

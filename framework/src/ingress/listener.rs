@@ -16,7 +16,7 @@ use super::seen::Seen;
 use super::{Inbound, Mount, Rejection, TlsConfig, WebhooksConfig};
 use crate::kafka::OutgoingRecord;
 use crate::runtime::headers;
-use crate::runtime::source_task::SourceTarget;
+use crate::runtime::target::{Encoded, SourceTarget};
 use crate::runtime::Shutdown;
 use crate::telemetry::metrics as m;
 use axum::body::Body;
@@ -505,8 +505,26 @@ async fn store(route: &Arc<Route>, accepted: super::Accepted) -> Answer {
             "internal error",
         );
     };
-    let payload = match target.codec.encode(&accepted.value) {
-        Ok(p) => p,
+    let encoded = target.encode(
+        &served.name,
+        &accepted.value,
+        &accepted.correlation_id,
+        &accepted.content_type,
+    );
+    let (topic, payload, mut hs) = match encoded {
+        Ok(Encoded::Record { payload, headers }) => (accepted.topic.clone(), payload, headers),
+        Ok(Encoded::DeadLetter {
+            topic,
+            raw,
+            headers: hs,
+        }) => {
+            let reason = crate::runtime::target::dead_letter_reason(&hs);
+            // Answered 2xx like any stored event once the dead letter is
+            // durable: the sender delivered it; fixing the mapping is ours.
+            tracing::warn!(connector = %served.name, correlation_id = %accepted.correlation_id, dead_letter_topic = %topic, error = %reason, "webhook event refused by the mapping; sent to the dead-letter topic");
+            metrics::counter!(m::DEAD_LETTERS_TOTAL, "connector" => served.name.clone(), "class" => crate::runtime::dead_letter::Class::Mapping.as_str()).increment(1);
+            (topic, raw, hs)
+        }
         Err(e) => {
             tracing::error!(connector = %served.name, topic = %accepted.topic, error = %e, "webhook event does not fit its topic's schema");
             return Answer::refuse(
@@ -516,17 +534,12 @@ async fn store(route: &Arc<Route>, accepted: super::Accepted) -> Answer {
             );
         }
     };
-    let mut hs = target.headers(
-        &served.name,
-        &accepted.correlation_id,
-        &accepted.content_type,
-    );
     if let Some(id) = &accepted.delivery_id {
         hs.push((headers::DELIVERY_ID.to_owned(), id.clone().into_bytes()));
     }
     hs.extend(accepted.headers.iter().cloned());
     let record = OutgoingRecord {
-        topic: accepted.topic.clone(),
+        topic,
         key: accepted.key.clone().map(String::into_bytes),
         payload: Some(payload),
         headers: hs,

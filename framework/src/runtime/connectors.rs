@@ -59,6 +59,9 @@ pub enum Planned {
     Push {
         topics: Vec<TopicSpec>,
         mount: crate::ingress::Mount,
+        /// Set by `mapping:`, per topic: the events routed there are
+        /// mapped as a poll source's records are.
+        mappings: std::collections::BTreeMap<String, SourceMapping>,
     },
     /// A sink consuming per `settings`.
     Sink {

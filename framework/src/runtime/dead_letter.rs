@@ -230,6 +230,9 @@ impl DeadLetters {
             .take(1000)
             .collect();
         add(h::ERROR_MESSAGE, message);
+        for (name, value) in &failure.error.details {
+            add(name, value.clone());
+        }
         let earlier = |name: &str| {
             if replayed {
                 header(name).and_then(|v| v.parse::<i64>().ok())

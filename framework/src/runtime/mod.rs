@@ -13,10 +13,12 @@ pub mod shutdown;
 pub mod sink_task;
 pub mod source_task;
 pub mod supervisor;
+pub mod target;
 
 pub use connectors::{ConnectorSpec, Planned, SinkFactory, SourceFactory, SourceMapping};
 pub use process::{BrokerMode, Endpoints, Running, StartError, StopBudget};
 pub use shutdown::{Shutdown, Signals};
 pub use sink_task::SinkSettings;
-pub use source_task::{Exit, SourceTarget};
+pub use source_task::Exit;
 pub use supervisor::{ConnectorStatus, Statuses, TaskState};
+pub use target::{Encoded, SourceTarget};

@@ -13,8 +13,8 @@ use crate::config::{FerryConfig, TopicSpec};
 use crate::kafka::{KafkaAdmin, KafkaConfig, KafkaHealth, KafkaLayerError, KafkaProducer};
 use crate::runtime::connectors::Planned;
 use crate::runtime::offsets::{OffsetStore, OffsetsError};
-use crate::runtime::source_task::SourceTarget;
 use crate::runtime::supervisor::{supervise, Statuses};
+use crate::runtime::target::SourceTarget;
 use crate::runtime::Shutdown;
 use crate::schema::bindings::{topic_bindings, Binding};
 use crate::schema::registry::log::LogError;
@@ -26,6 +26,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
+
+/// A push connector as `start_connectors` hands it to the listener: name,
+/// topics, mount, and the mapping of each mapped topic.
+type Pushed = (
+    String,
+    Vec<TopicSpec>,
+    crate::ingress::Mount,
+    std::collections::BTreeMap<String, super::SourceMapping>,
+);
 
 /// Whether this process may start the embedded broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,7 +366,19 @@ impl Running {
         let mut pushed = Vec::new();
         for (name, plan) in planned {
             match plan {
-                Planned::Push { topics, mount } => pushed.push((name, topics, mount)),
+                Planned::Push {
+                    topics,
+                    mount,
+                    mappings,
+                } => {
+                    for (topic, m) in &mappings {
+                        if let Some(spec) = topics.iter().find(|t| &t.name == topic) {
+                            self.source_dead_letter_topic(spec, &m.dead_letter_topic)
+                                .await?;
+                        }
+                    }
+                    pushed.push((name, topics, mount, mappings));
+                }
                 Planned::Source {
                     topic,
                     make,
@@ -463,14 +484,11 @@ impl Running {
     // The error of `start_connectors`, which calls this once at startup
     // (clippy checks only non-async functions for the error's size).
     #[allow(clippy::result_large_err)]
-    fn serve_webhooks(
-        &mut self,
-        pushed: Vec<(String, Vec<TopicSpec>, crate::ingress::Mount)>,
-    ) -> Result<(), StartError> {
+    fn serve_webhooks(&mut self, pushed: Vec<Pushed>) -> Result<(), StartError> {
         use crate::ingress::{lane::Lane, listener, seen::Seen};
         let listener = listener::Listener::bind(&self.webhooks)?;
         let mut served: Vec<listener::Served> = Vec::new();
-        for (name, topics, mount) in pushed {
+        for (name, topics, mount, mut mappings) in pushed {
             if let Some(other) = served.iter().find(|s| s.mount.path == mount.path) {
                 return Err(StartError::WebhookState {
                     message: format!(
@@ -481,8 +499,14 @@ impl Running {
                 });
             }
             let mut targets = std::collections::HashMap::new();
+            let mut dead_letter_topics = Vec::new();
             for topic in &topics {
-                targets.insert(topic.name.clone(), self.target_of(&name, &topic.name)?);
+                let mut target = self.target_of(&name, &topic.name)?;
+                target.mapping = mappings.remove(&topic.name);
+                if let Some(m) = &target.mapping {
+                    dead_letter_topics.push(m.dead_letter_topic.clone());
+                }
+                targets.insert(topic.name.clone(), target);
             }
             let dir = self.data_dir.join("webhooks").join(&name);
             let state_error = |message: String| StartError::WebhookState {
@@ -494,7 +518,7 @@ impl Running {
                 &dir.join("spool"),
                 &self.webhooks.spool,
                 self.producer.clone(),
-                targets.keys().cloned(),
+                targets.keys().cloned().chain(dead_letter_topics),
             )
             .map_err(|e| state_error(e.to_string()))?;
             let seen = Seen::open(

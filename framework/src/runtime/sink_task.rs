@@ -617,6 +617,7 @@ impl SinkTask<'_> {
                 std::sync::Arc::clone(&self.dead_letter),
                 s.resilience.clone(),
                 self.retry_topics.keys().cloned().collect(),
+                self.handle.clone(),
             )
             .boxed(),
         );
@@ -920,6 +921,8 @@ async fn write_with_retry(
     // A record back from one of these had its wait: one more write (the
     // stack's own retries included), then on to the next retry topic.
     retry_topics: BTreeSet<String>,
+    // Shows a failure being retried on `/connectors` (`last_error`).
+    handle: TaskHandle,
 ) -> Written {
     let mut backoff = Backoff::new(policy.retry.initial_backoff, policy.retry.max_backoff);
     let parking = policy.parking_topic().is_some();
@@ -972,7 +975,16 @@ async fn write_with_retry(
                         continue;
                     }
                     if !e.is_retryable() {
-                        give_up.push((*i, Class::Rejected, e));
+                        let mapping = e
+                            .details
+                            .iter()
+                            .any(|(k, _)| *k == headers::dead_letter::MAPPING_RULE);
+                        let class = if mapping {
+                            Class::Mapping
+                        } else {
+                            Class::Rejected
+                        };
+                        give_up.push((*i, class, e));
                     } else if parking {
                         // `fallback: { topic }`: the call's own retries are
                         // over; park it rather than wait.
@@ -1029,6 +1041,7 @@ async fn write_with_retry(
         match &first_error {
             Some((i, e)) => {
                 tracing::warn!(connector = %name, error = %e, at = %batch[*i].at(), retry_in = ?wait, "sink write failed; retrying the records not written");
+                handle.retrying(&format!("{e} (at {}; retrying)", batch[*i].at()));
             }
             None => {
                 tracing::warn!(connector = %name, retry_in = ?wait, "sink wrote part of a batch without saying why; retrying the rest");
@@ -1201,6 +1214,7 @@ mod tests {
                 f,
                 policy,
                 BTreeSet::from(["s.retry.1m".to_owned()]),
+                TaskHandle::detached("s"),
             ),
             seen,
         )
@@ -1223,6 +1237,39 @@ mod tests {
                 None => Ok(()),
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_being_retried_shows_as_the_last_error_while_running() {
+        let sink = Scripted {
+            script: VecDeque::from([Box::new(|n| {
+                SinkFailure::at(n, 1, ConnectorError::external("HTTP 503 from the target"))
+            }) as Box<dyn Fn(usize) -> SinkFailure + Send>]),
+            seen: Arc::new(Mutex::new(Vec::new())),
+        };
+        let handle = TaskHandle::detached("s");
+        let (f, _) = letters();
+        let done = write_with_retry(
+            "s".into(),
+            BoxedSink::new(sink),
+            (0..3).map(|o| record(0, o)).collect(),
+            f,
+            ResilienceConfig::default(),
+            BTreeSet::new(),
+            handle.clone(),
+        )
+        .await;
+        assert_eq!(done.written, vec![true, true, true]);
+        let status = handle.status().expect("reported");
+        assert!(
+            matches!(status.state, super::super::TaskState::Running),
+            "{status:?}"
+        );
+        let last = status.last_error.unwrap_or_default();
+        assert!(
+            last.contains("HTTP 503 from the target") && last.contains("t/0@1"),
+            "{last}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1382,6 +1429,7 @@ mod tests {
             f,
             policy,
             BTreeSet::from(["s.retry.1m".to_owned()]),
+            TaskHandle::detached("s"),
         )
         .await;
         assert_eq!(done.written, vec![true]);
@@ -1434,6 +1482,7 @@ mod tests {
             f,
             policy,
             BTreeSet::new(),
+            TaskHandle::detached("s"),
         )
         .await;
         assert_eq!(done.written, vec![true, true]);

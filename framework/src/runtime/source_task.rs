@@ -11,52 +11,15 @@
 //! full; then the task waits for every acknowledgement.
 
 use super::dead_letter::Class;
-use super::headers;
 use super::offsets::OffsetStore;
+use super::target::{Encoded, SourceTarget};
 use super::Shutdown;
 use crate::error::ConnectorError;
 use crate::kafka::{KafkaProducer, OutgoingRecord};
-use crate::schema::AvroCodec;
 use crate::source::{BoxedSource, Poll, Position, SourceContext, SourceRecord};
 use crate::telemetry::metrics as m;
-use apache_avro::types::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Where a source's records go.
-#[derive(Clone)]
-pub struct SourceTarget {
-    pub topic: String,
-    pub codec: AvroCodec,
-    pub subject: String,
-    pub version: u32,
-    /// `mapping:`: what is produced is the mapped payload.
-    pub mapping: Option<super::SourceMapping>,
-}
-
-impl SourceTarget {
-    /// The headers Ferry puts on every record a source writes here.
-    pub fn headers(
-        &self,
-        connector: &str,
-        correlation_id: &str,
-        content_type: &str,
-    ) -> Vec<(String, Vec<u8>)> {
-        [
-            (headers::CORRELATION_ID, correlation_id.as_bytes().to_vec()),
-            (headers::SOURCE_CONNECTOR, connector.as_bytes().to_vec()),
-            (headers::SCHEMA_SUBJECT, self.subject.clone().into_bytes()),
-            (
-                headers::SCHEMA_VERSION,
-                self.version.to_string().into_bytes(),
-            ),
-            (headers::CONTENT_TYPE, content_type.as_bytes().to_vec()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    }
-}
 
 /// How a source task ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +134,15 @@ async fn deliver(
     let mut refused = None;
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
     for (i, mut r) in records.into_iter().enumerate() {
-        let (topic, payload, mut hs) = match encode(name, i, &r, target) {
+        let encoded = target
+            .encode(name, &r.value, &r.correlation_id, &r.content_type)
+            .map_err(|e| {
+                format!(
+                    "connector `{name}`: record {i} of the batch (partition `{}`, key {:?}) does not fit `{}`: {e}",
+                    r.partition, r.key, target.subject
+                )
+            });
+        let (topic, payload, mut hs) = match encoded {
             Ok(Encoded::Record { payload, headers }) => (target.topic.clone(), payload, headers),
             Ok(Encoded::DeadLetter {
                 topic,
@@ -179,7 +150,7 @@ async fn deliver(
                 headers,
             }) => {
                 tracing::warn!(connector = name, correlation_id = %r.correlation_id, dead_letter_topic = %topic,
-                    error = %String::from_utf8_lossy(headers.iter().find(|(k, _)| k == headers::dead_letter::ERROR_MESSAGE).map_or(&[][..], |(_, v)| v)),
+                    error = %super::target::dead_letter_reason(&headers),
                     "record refused by the mapping; sent to the dead-letter topic");
                 metrics::counter!(m::DEAD_LETTERS_TOTAL, "connector" => name.to_owned(), "class" => Class::Mapping.as_str()).increment(1);
                 (topic, raw, headers)
@@ -257,138 +228,4 @@ async fn deliver(
         return Err(ConnectorError::user(why));
     }
     Ok(durable)
-}
-
-/// What a source record becomes.
-enum Encoded {
-    /// Its value for the target topic, with Ferry's headers.
-    Record {
-        payload: Vec<u8>,
-        headers: Vec<(String, Vec<u8>)>,
-    },
-    /// The mapping or the schema refused it: its raw payload for the
-    /// dead-letter topic, with headers saying why.
-    DeadLetter {
-        topic: String,
-        raw: Vec<u8>,
-        headers: Vec<(String, Vec<u8>)>,
-    },
-}
-
-/// Encodes record `i` of a batch for `target`: its value as it is, or
-/// (`mapping:`) the mapping of its envelope's payload. `Err` when the
-/// record cannot be written anywhere (a source bug: its value does not fit
-/// the topic's schema, or a mapped source that does not write envelopes).
-fn encode(
-    name: &str,
-    i: usize,
-    r: &SourceRecord,
-    target: &SourceTarget,
-) -> Result<Encoded, String> {
-    let headers = target.headers(name, &r.correlation_id, &r.content_type);
-    let misfit = |e: &dyn std::fmt::Display| {
-        format!(
-            "connector `{name}`: record {i} of the batch (partition `{}`, key {:?}) does not fit `{}`: {e}",
-            r.partition, r.key, target.subject
-        )
-    };
-    let Some(mapping) = &target.mapping else {
-        let payload = target.codec.encode(&r.value).map_err(|e| misfit(&e))?;
-        return Ok(Encoded::Record { payload, headers });
-    };
-    let (Some(raw), event_id) = envelope_parts(&r.value) else {
-        return Err(misfit(
-            &"a mapped source must write event envelopes (no `payload` bytes)",
-        ));
-    };
-    let dead = |class_error: String, parts: [(&str, String); 3]| {
-        use super::headers::dead_letter as h;
-        let mut headers = headers.clone();
-        // The raw payload is not the topic's schema.
-        headers.retain(|(k, _)| {
-            k != super::headers::SCHEMA_SUBJECT && k != super::headers::SCHEMA_VERSION
-        });
-        headers.extend(
-            [
-                (h::ERROR_CLASS, Class::Mapping.as_str().to_owned()),
-                (h::ERROR_MESSAGE, class_error),
-                (h::CONNECTOR, name.to_owned()),
-                (h::SOURCE_TOPIC, target.topic.clone()),
-                (
-                    h::FIRST_FAILURE_MS,
-                    crate::schema::envelope::now_millis().to_string(),
-                ),
-            ]
-            .into_iter()
-            .chain(parts.into_iter().filter(|(_, v)| !v.is_empty()))
-            .map(|(k, v)| (k.to_owned(), v.into_bytes())),
-        );
-        Encoded::DeadLetter {
-            topic: mapping.dead_letter_topic.clone(),
-            raw: raw.to_vec(),
-            headers,
-        }
-    };
-    use super::headers::dead_letter::{MAPPING_FIELD, MAPPING_RULE, MAPPING_SOURCE};
-    let json: serde_json::Value = match serde_json::from_slice(raw) {
-        Ok(j) => j,
-        Err(e) => {
-            let why = format!("the payload is not JSON: {e}");
-            let parts = [
-                (MAPPING_FIELD, String::new()),
-                (MAPPING_RULE, "json".to_owned()),
-                (MAPPING_SOURCE, String::new()),
-            ];
-            return Ok(dead(why, parts));
-        }
-    };
-    let value = match mapping.transform.apply(raw, &json) {
-        Ok(v) => v,
-        Err(e) => {
-            let parts = [
-                (MAPPING_FIELD, e.field.clone()),
-                (MAPPING_RULE, e.rule.as_str().to_owned()),
-                (MAPPING_SOURCE, e.source().unwrap_or_default()),
-            ];
-            return Ok(dead(e.to_string(), parts));
-        }
-    };
-    match target.codec.encode(&value) {
-        Ok(payload) => {
-            let mut headers = headers;
-            if let Some(id) = event_id {
-                headers.push((super::headers::EVENT_ID.to_owned(), id.into_bytes()));
-            }
-            Ok(Encoded::Record { payload, headers })
-        }
-        Err(e) => {
-            let parts = [
-                (MAPPING_FIELD, String::new()),
-                (MAPPING_RULE, "schema".to_owned()),
-                (MAPPING_SOURCE, String::new()),
-            ];
-            Ok(dead(
-                format!("the mapped record does not fit `{}`: {e}", target.subject),
-                parts,
-            ))
-        }
-    }
-}
-
-/// An event envelope's raw `payload` and its `id`.
-fn envelope_parts(value: &Value) -> (Option<&[u8]>, Option<String>) {
-    let Value::Record(fields) = value else {
-        return (None, None);
-    };
-    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-    let raw = match field("payload") {
-        Some(Value::Bytes(b)) => Some(b.as_slice()),
-        _ => None,
-    };
-    let id = match field("id") {
-        Some(Value::Uuid(u)) => Some(u.to_string()),
-        Some(Value::String(s)) => Some(s.clone()),
-        _ => None,
-    };
-    (raw, id)
 }

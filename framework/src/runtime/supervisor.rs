@@ -125,6 +125,35 @@ impl TaskHandle {
         self.statuses
             .update(&self.name, |s| s.state = TaskState::Running);
     }
+
+    /// A failure the task is retrying by itself (a sink's target down): it
+    /// stays `RUNNING`, and `/connectors` shows the failure as `last_error`.
+    pub fn retrying(&self, error: &str) {
+        let error = redact::scrub(error).into_owned();
+        self.statuses
+            .update(&self.name, |s| s.last_error = Some(error));
+    }
+
+    /// A handle for a task `name` outside a supervisor, and the statuses it
+    /// reports to (tests of a task's parts).
+    #[cfg(test)]
+    pub(crate) fn detached(name: &str) -> Self {
+        let statuses = Statuses::default();
+        statuses.insert(name, "sink");
+        Self {
+            name: name.to_owned(),
+            statuses,
+        }
+    }
+
+    /// What this handle reported (tests).
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> Option<ConnectorStatus> {
+        self.statuses
+            .snapshot()
+            .into_iter()
+            .find(|s| s.name == self.name)
+    }
 }
 
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);

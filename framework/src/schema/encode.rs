@@ -422,11 +422,16 @@ impl Encoder<'_> {
                 return refuse(format!("{} bytes do not fit a 16-byte UUID", b.len()))
             }
             (Node::String, Value::String(s)) => bytes(out, s.as_bytes()),
-            (Node::UuidString, Value::String(s)) if s.len() >= 32 => bytes(out, s.as_bytes()),
+            // Written as given (byte-identical to apache-avro), but only
+            // when it is a UUID: apache-avro writes any string of 32 bytes
+            // or more, which readers that parse the field then refuse.
+            (Node::UuidString, Value::String(s)) if uuid::Uuid::parse_str(s).is_ok() => {
+                bytes(out, s.as_bytes())
+            }
             (Node::UuidString, Value::String(s)) => {
                 return refuse(format!(
-                    "a string of {} bytes is too short for a UUID",
-                    s.len()
+                    "`{}` is not a UUID",
+                    s.chars().take(64).collect::<String>()
                 ))
             }
             (Node::UuidString, Value::Uuid(u)) => bytes(
@@ -1651,6 +1656,28 @@ mod tests {
         let v = with(3, s("ada"));
         assert_eq!(apache(&schema, &v), None);
         assert_eq!(refusal(&codec, &v).0, "nick");
+    }
+
+    #[test]
+    fn a_uuid_string_field_takes_only_uuids() {
+        let (schema, codec) = codec_for(
+            r#"{"type": "record", "name": "R", "fields": [{"name": "id", "type": {"type": "string", "logicalType": "uuid"}}]}"#,
+        );
+        let id = |v: &str| Value::Record(vec![("id".into(), s(v))]);
+        for fits in [
+            "67e55044-10b1-426f-9247-bb680e5fe0c8",
+            "67e5504410b1426f9247bb680e5fe0c8",
+        ] {
+            let v = id(fits);
+            assert_eq!(ferry(&codec, &v).ok(), apache(&schema, &v), "{fits}");
+        }
+        // apache-avro writes any string of 32 bytes or more; a reader that
+        // parses the field then fails on it.
+        let v = id("this is not a uuid, but it is long enough");
+        assert!(apache(&schema, &v).is_some());
+        let (field, reason) = refusal(&codec, &v);
+        assert_eq!(field, "id");
+        assert!(reason.contains("not a UUID"), "{reason}");
     }
 
     #[test]

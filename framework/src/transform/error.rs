@@ -183,7 +183,11 @@ impl From<MappingError> for ConnectorError {
     /// The data's fault, about this record only, not retried: the runtime
     /// dead-letters it.
     fn from(e: MappingError) -> Self {
-        let error = ConnectorError::user(e.to_string());
+        use crate::runtime::headers::dead_letter as h;
+        let error = ConnectorError::user(e.to_string())
+            .with_detail(h::MAPPING_FIELD, e.field.clone())
+            .with_detail(h::MAPPING_RULE, e.rule.as_str())
+            .with_detail(h::MAPPING_SOURCE, e.source().unwrap_or_default());
         debug_assert!(error.domain == Domain::User && error.retry == Retry::No);
         error
     }

@@ -30,6 +30,44 @@ impl MapSink {
         }
     }
 
+    /// `r`'s payload mapped and encoded for `target`, with its event id;
+    /// `Err` (the record's fault, naming the field and rule) when the
+    /// payload is not JSON, the mapping refuses it, or the mapped record
+    /// does not fit the topic's schema.
+    fn map(
+        &self,
+        r: &SinkRecord,
+        target: &SourceTarget,
+    ) -> Result<(Vec<u8>, Option<String>), ConnectorError> {
+        use ferry::runtime::headers::dead_letter as h;
+        let context = |e: ConnectorError| ConnectorError {
+            message: format!(
+                "connector `{}`: {} cannot be mapped: {}",
+                self.name,
+                r.at(),
+                e.message
+            ),
+            ..e
+        };
+        let (raw, json, id) = payload_of(r).map_err(|why| {
+            context(ConnectorError::user(why).with_detail(h::MAPPING_RULE, "json"))
+        })?;
+        let value = self
+            .transform
+            .apply(&raw, &json)
+            .map_err(|e| context(e.into()))?;
+        let payload = target.codec.encode(&value).map_err(|e| {
+            context(
+                ConnectorError::user(format!(
+                    "the mapped record does not fit `{}`: {e}",
+                    target.subject
+                ))
+                .with_detail(h::MAPPING_RULE, "schema"),
+            )
+        })?;
+        Ok((payload, id))
+    }
+
     /// Why Kafka did not take the mapped record of `r`, and whose fault
     /// that is. Refused for good (larger than the producer's
     /// `message.max.bytes` or the topic's limit, invalid): the record's, so
@@ -123,26 +161,12 @@ impl Sink for MapSink {
         let mut outcomes: Vec<Option<RecordOutcome>> = (0..batch.len()).map(|_| None).collect();
         let mut pending = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
-            let mapped = payload_of(r).and_then(|(raw, json, id)| {
-                let value = self
-                    .transform
-                    .apply(&raw, &json)
-                    .map_err(|e| e.to_string())?;
-                let payload = target.codec.encode(&value).map_err(|e| {
-                    format!("the mapped record does not fit `{}`: {e}", target.subject)
-                })?;
-                Ok((payload, id))
-            });
-            let (payload, id) = match mapped {
+            let (payload, id) = match self.map(r, target) {
                 Ok(p) => p,
-                Err(why) => {
+                Err(e) => {
                     // The record's fault: the runtime sends it to the
-                    // dead-letter topic and goes on.
-                    let e = ConnectorError::user(format!(
-                        "connector `{}`: {} cannot be mapped: {why}",
-                        self.name,
-                        r.at()
-                    ));
+                    // dead-letter topic (class `mapping`, with the field,
+                    // rule and source path) and goes on.
                     outcomes[i] = Some(RecordOutcome::Failed(e));
                     continue;
                 }

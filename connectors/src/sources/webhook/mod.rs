@@ -70,6 +70,8 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
             dedup_max: cfg.dedup.max_ids,
             endpoint: Arc::new(endpoint),
         },
+        // Set by `mapping::attach` when the connector has a `mapping:`.
+        mappings: BTreeMap::new(),
     })
 }
 

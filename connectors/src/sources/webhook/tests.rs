@@ -56,7 +56,7 @@ fn base() -> serde_json::Value {
 
 fn endpoint(settings: serde_json::Value) -> (Vec<String>, std::sync::Arc<dyn Endpoint>) {
     match plan(settings).unwrap() {
-        Planned::Push { topics, mount } => {
+        Planned::Push { topics, mount, .. } => {
             (topics.into_iter().map(|t| t.name).collect(), mount.endpoint)
         }
         other => panic!("not a push connector: {other:?}"),

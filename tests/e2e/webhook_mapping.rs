@@ -1,0 +1,204 @@
+//! A webhook connector with a `mapping:`: each delivery's body becomes a
+//! normalized `Contact` (schemas/contact.avsc) on the connector's topic, or,
+//! when the mapping refuses it, goes raw to the dead-letter topic with the
+//! field and rule in its headers. The sender gets 2xx either way, and only
+//! once the record is in Kafka: every accepted delivery lands in exactly one
+//! of the two topics, once, whatever the sender repeats.
+
+use crate::mapping::{expected_contacts, partitions, read, tail_lines, BAD_EMAIL, ITEMS, NO_ID};
+use crate::rebalance::start_ferry;
+use crate::sink_setup::services_yaml;
+use crate::webhook_support::{now, standard, with_delivery};
+use ferry::schema::envelope::EventEnvelope;
+use ferry::schema::registry::{Codecs, RegistryClient};
+use ferry_testkit::{free_addr, TestBroker};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const CONNECTOR: &str = "crm-hooks";
+const TOPIC: &str = "crm.contacts.hooks";
+const DLQ: &str = "crm-hooks.dlq";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn config(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> String {
+    format!(
+        r#"
+data_dir: {data}
+kafka:
+  bootstrap_servers: "{bootstrap}"
+{services}webhooks:
+  listen: "{listen}"
+connectors:
+  - name: {CONNECTOR}
+    type: webhook
+    path: /crm
+    verify:
+      scheme: standard_webhooks
+      secrets: ["{SECRET}"]
+    event_type: {{ header: x-crm-event }}
+    key: {{ pointer: /Id }}
+    topic: {TOPIC}
+    partitions: 3
+    mapping:
+      schema: contact.avsc
+      fields:
+        id: {{ from: [/contactId, /Id, /id] }}
+        name: {{ name: {{ full: /Name, first: /FirstName, last: /LastName }} }}
+        email: {{ from: [/email_address, /Email], normalize: email }}
+        phone: {{ from: [/phone, /Phone], normalize: {{ phone: {{ region: US }} }} }}
+        source: {{ const: salesforce }}
+        updated_at: {{ from: /LastModifiedDate, normalize: timestamp }}
+        raw: raw
+"#,
+        data = dir.display(),
+        services = services_yaml(admin),
+    )
+}
+
+/// The delivery id the sender gives item `i`.
+fn delivery(i: usize) -> String {
+    format!("msg_contact_{i}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_webhook_writes_normalized_records_and_dead_letters_the_rest() {
+    let broker = TestBroker::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (listen, admin) = (free_addr(), free_addr());
+    let path = dir.path().join("ferry.yaml");
+    std::fs::write(&path, config(dir.path(), &broker.bootstrap, listen, admin))
+        .expect("write config");
+    let ferry = start_ferry("run", &path, vec![]).await;
+
+    let bootstrap = broker.bootstrap.clone();
+    let dlq_partitions = tokio::task::spawn_blocking(move || partitions(&bootstrap, DLQ))
+        .await
+        .expect("metadata");
+    assert_eq!(
+        dlq_partitions, 3,
+        "`{DLQ}` created at start, as wide as `{TOPIC}`"
+    );
+
+    // Each item sent twice (a sender's retry): the repeat is answered 200
+    // `duplicate` and not written again.
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/crm");
+    for round in 0..2 {
+        for (i, item) in ITEMS.iter().enumerate() {
+            let id = delivery(i);
+            let headers = standard(SECRET, &id, now(), item.as_bytes());
+            let req = client.post(&url).header("x-crm-event", "contact.updated");
+            let resp = with_delivery(req, Some("application/json"), &headers, item.as_bytes())
+                .send()
+                .await
+                .expect("POST");
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            assert_eq!(
+                status,
+                200,
+                "round {round}, item {i}: every delivery is stored (mapped or dead-lettered): {body}\n{}",
+                tail_lines(&ferry.stderr(), 20)
+            );
+            if round == 1 {
+                assert!(body.contains("duplicate"), "round 1, item {i}: {body}");
+            }
+        }
+    }
+
+    let records = read(&broker.bootstrap, TOPIC).await;
+    let dead = read(&broker.bootstrap, DLQ).await;
+    let log = || tail_lines(&ferry.stderr(), 40);
+    let expected = expected_contacts();
+    assert_eq!(records.len(), expected.len(), "{records:?}\n{}", log());
+    assert_eq!(dead.len(), 2, "{dead:?}\n{}", log());
+
+    let registry = {
+        let text = std::fs::read_to_string(&path).expect("config");
+        let cfg: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+        cfg["schema_registry"]["listen"]
+            .as_str()
+            .expect("registry address")
+            .to_owned()
+    };
+    let codecs = Codecs::new(
+        RegistryClient::new(&format!("http://{registry}"), None, Duration::from_secs(30))
+            .expect("registry client"),
+    );
+    let index_of = |item: &str| ITEMS.iter().position(|i| *i == item).expect("an item");
+    let mut keys = Vec::new();
+    for r in &records {
+        let key = r.key.clone().expect("keyed by `/Id`");
+        let (item, want) = expected
+            .get(key.as_str())
+            .unwrap_or_else(|| panic!("an unexpected key: {key}"));
+        let (codec, value) = codecs
+            .decode(&r.value)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: not registry-framed Avro: {e}"));
+        let got = ferry::schema::json::to_json(codec.schema(), &value);
+        assert_eq!(&got, want, "{key}: the normalized contact");
+        assert_eq!(
+            got["raw"].as_str().map(str::as_bytes),
+            Some(item.as_bytes()),
+            "{key}: `raw` is the body exactly as sent"
+        );
+        let d = delivery(index_of(item));
+        let id = EventEnvelope::delivery_event_id(CONNECTOR, &d).to_string();
+        assert_eq!(r.header("ferry-event-id"), Some(id.as_str()), "{r:?}");
+        assert_eq!(r.header("ferry-delivery-id"), Some(d.as_str()), "{r:?}");
+        assert_eq!(r.header("ferry-correlation-id"), Some(d.as_str()), "{r:?}");
+        assert_eq!(
+            r.header("ferry-schema-subject"),
+            Some(format!("{TOPIC}-value").as_str()),
+            "{r:?}"
+        );
+        keys.push(key);
+    }
+    keys.sort();
+    assert_eq!(keys, ["0035e00000AbCdEAAV", "003B", "003D"]);
+
+    let mut refused = BTreeMap::new();
+    for d in &dead {
+        let item = std::str::from_utf8(&d.value).unwrap_or_else(|_| panic!("{d:?}"));
+        let (key, field, rule) = match item {
+            BAD_EMAIL => (Some("003C"), "email", "email"),
+            NO_ID => (None, "id", "required"),
+            other => panic!("not a refused body, byte for byte: {other}\n{d:?}"),
+        };
+        assert_eq!(d.key.as_deref(), key, "{d:?}");
+        assert_eq!(d.header("ferry-dlq-error-class"), Some("mapping"), "{d:?}");
+        assert_eq!(d.header("ferry-dlq-mapping-field"), Some(field), "{d:?}");
+        assert_eq!(d.header("ferry-dlq-mapping-rule"), Some(rule), "{d:?}");
+        assert_eq!(d.header("ferry-dlq-connector"), Some(CONNECTOR), "{d:?}");
+        assert_eq!(d.header("ferry-dlq-source-topic"), Some(TOPIC), "{d:?}");
+        let dl = delivery(index_of(item));
+        assert_eq!(d.header("ferry-delivery-id"), Some(dl.as_str()), "{d:?}");
+        let id = EventEnvelope::delivery_event_id(CONNECTOR, &dl).to_string();
+        assert_eq!(d.header("ferry-event-id"), Some(id.as_str()), "{d:?}");
+        assert_eq!(d.header("ferry-schema-subject"), None, "{d:?}");
+        *refused.entry(item).or_insert(0) += 1;
+    }
+    assert_eq!(refused, BTreeMap::from([(BAD_EMAIL, 1), (NO_ID, 1)]));
+
+    let (_, metrics) = ferry_testkit::http_get(admin, "/metrics").expect("GET /metrics");
+    let dead_letters: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("ferry_dead_letters_total")
+                && l.contains("class=\"mapping\"")
+                && l.contains(CONNECTOR)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(dead_letters as usize, 2, "{metrics}");
+
+    let (ferry, status) = crate::rebalance::stop_ferry(ferry, "INT", Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}\n{}", ferry.stderr());
+    broker.stop().await;
+}
