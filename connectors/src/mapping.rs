@@ -7,7 +7,7 @@
 //!   dead_letter_topic: crm.dlq    # default <connector>.dlq
 //!   fields: { id: { from: [/contactId, /id] }, raw: raw, ... }
 //!   # or, for what config cannot say, a transform written in Rust
-//!   # (registered in `registry::TRANSFORMS`):
+//!   # (registered in `registry::TRANSFORMS`, handed over in the planning `Context`):
 //!   # transform: salesforce_contact
 //! ```
 //!
@@ -16,7 +16,7 @@
 //! lacks, an unmapped required field or a normalizer that cannot fill its
 //! field stops Ferry before it connects, naming the key.
 
-use crate::registry::{Context, MAPPING_KEY};
+use crate::plan::{Context, MAPPING_KEY};
 use ferry::config::ConfigError;
 use ferry::runtime::{Planned, SourceMapping};
 use ferry::schema::files::SchemaFile;
@@ -163,11 +163,9 @@ pub fn compile(ctx: &Context<'_>, topic: &str) -> Result<Option<Compiled>, Confi
                     format!("a Rust transform takes no other mapping keys (found {keys:?})"),
                 ));
             }
-            let known: Vec<&str> = crate::registry::TRANSFORMS
-                .iter()
-                .map(|(n, _)| *n)
-                .collect();
-            let factory = crate::registry::TRANSFORMS
+            let known: Vec<&str> = ctx.transforms.iter().map(|(n, _)| *n).collect();
+            let factory = ctx
+                .transforms
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, f)| f)

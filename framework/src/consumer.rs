@@ -17,8 +17,19 @@
 //!   a service that must never apply an event twice keeps the ids with its
 //!   own state instead;
 //! - at least once on this side too: a record's offset is stored only when
-//!   the service calls [`TypedConsumer::done`], and committed in the
-//!   background and when the consumer is dropped.
+//!   the service calls [`TypedConsumer::done`] (or gives it up with
+//!   [`TypedConsumer::skip`]), and committed in the background and when the
+//!   consumer is dropped. A record [`TypedConsumer::next`] could not read
+//!   (the registry down, a record that is not a `T`), or took while a
+//!   cancelled `next` was reading it, is read again by the next call:
+//!   nothing is passed over without being returned or skipped.
+//!
+//! The event id is derived from the source event (for a poll source, from
+//! the item's key and exact bytes): an item that returns to the exact bytes
+//! it had earlier (A, B, then A again, with no change time in it) within the
+//! window has the same id as the first A and is dropped as a repeat. Sources
+//! whose items carry a version or change time, as CRMs' do, never hit this;
+//! for others, make the window small or turn it off.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), ferry::consumer::ConsumeError> {
@@ -154,7 +165,12 @@ impl<T: DeserializeOwned> Builder<T> {
     }
 
     /// Creates the consumer and subscribes it to `topics`.
-    pub fn build(self, topics: &[&str]) -> Result<TypedConsumer<T>, ConsumeError> {
+    pub fn build(mut self, topics: &[&str]) -> Result<TypedConsumer<T>, ConsumeError> {
+        // What `done` relies on, whatever `set` said: offsets stored only
+        // by `done`/`skip`, committed in the background.
+        self.config
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true");
         let reader = match &self.reader_schema {
             Some(text) => Some(
                 Schema::parse_str(text)
@@ -172,6 +188,7 @@ impl<T: DeserializeOwned> Builder<T> {
             reader,
             recent: RecentIds::new(self.dedupe_window),
             duplicates: 0,
+            in_hand: None,
             _t: PhantomData,
         })
     }
@@ -185,6 +202,10 @@ pub struct TypedConsumer<T> {
     reader: Option<Schema>,
     recent: RecentIds,
     duplicates: u64,
+    /// The record `next` took from the stream and has not returned: it
+    /// failed to read, or `next` was cancelled while reading it. The next
+    /// call reads it again.
+    in_hand: Option<(String, i32, i64)>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -210,19 +231,37 @@ impl<T: DeserializeOwned> TypedConsumer<T> {
     }
 
     /// The next record not seen before (repeats are dropped, their offsets
-    /// stored, and counted in [`Self::duplicates_dropped`]).
+    /// stored, and counted in [`Self::duplicates_dropped`]). Safe to cancel:
+    /// a record taken but not returned is read again by the next call.
     pub async fn next(&mut self) -> Result<Event<T>, ConsumeError> {
+        if let Some((topic, partition, offset)) = self.in_hand.take() {
+            self.consumer
+                .seek(
+                    &topic,
+                    partition,
+                    rdkafka::Offset::Offset(offset),
+                    Duration::from_secs(10),
+                )
+                .inspect_err(|_| self.in_hand = Some((topic.clone(), partition, offset)))?;
+        }
         loop {
             let msg = self.consumer.recv().await?;
             let event_id = header(&msg, headers::EVENT_ID);
-            if let Some(id) = &event_id {
-                if self.recent.seen(id) {
-                    self.duplicates += 1;
-                    self.consumer.store_offset_from_message(&msg)?;
-                    continue;
-                }
+            if event_id
+                .as_deref()
+                .is_some_and(|id| self.recent.contains(id))
+            {
+                self.duplicates += 1;
+                self.consumer.store_offset_from_message(&msg)?;
+                continue;
             }
-            return self.read(&msg, event_id).await;
+            self.in_hand = Some((msg.topic().to_owned(), msg.partition(), msg.offset()));
+            let event = self.read(&msg, event_id).await?;
+            self.in_hand = None;
+            if let Some(id) = &event.event_id {
+                self.recent.insert(id);
+            }
+            return Ok(event);
         }
     }
 
@@ -251,14 +290,7 @@ impl<T: DeserializeOwned> TypedConsumer<T> {
             },
             e => at(e.to_string()),
         })?;
-        let value = match &self.reader {
-            Some(reader) => written
-                .resolve(reader)
-                .map_err(|e| at(format!("does not resolve to the reader's schema: {e}")))?,
-            None => written,
-        };
-        let value = apache_avro::from_value::<T>(&value)
-            .map_err(|e| at(format!("not a {}: {e}", std::any::type_name::<T>())))?;
+        let value = decode_as::<T>(written, self.reader.as_ref()).map_err(at)?;
         Ok(Event {
             topic: msg.topic().to_owned(),
             partition: msg.partition(),
@@ -272,15 +304,27 @@ impl<T: DeserializeOwned> TypedConsumer<T> {
     }
 
     /// `event` is handled: its offset may be committed.
-    pub fn done(&self, event: &Event<T>) -> Result<(), ConsumeError> {
+    pub fn done(&mut self, event: &Event<T>) -> Result<(), ConsumeError> {
         self.skip(&event.topic, event.partition, event.offset)
     }
 
     /// Gives up the record at `topic`/`partition`@`offset` (one that
-    /// [`Self::next`] could not read): its offset may be committed.
-    pub fn skip(&self, topic: &str, partition: i32, offset: i64) -> Result<(), ConsumeError> {
-        self.consumer.store_offset(topic, partition, offset)?;
-        Ok(())
+    /// [`Self::next`] could not read, see [`ConsumeError::Decode`]): its
+    /// offset may be committed, and `next` goes on after it.
+    pub fn skip(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), ConsumeError> {
+        if self
+            .in_hand
+            .as_ref()
+            .is_some_and(|(t, p, o)| t == topic && *p == partition && *o == offset)
+        {
+            self.in_hand = None;
+        }
+        match self.consumer.store_offset(topic, partition, offset) {
+            // The partition went to another member meanwhile: it reads from
+            // the last commit (a repeat there, never a loss).
+            Err(KafkaError::StoreOffset(rdkafka::types::RDKafkaErrorCode::State)) => Ok(()),
+            other => Ok(other?),
+        }
     }
 
     /// Repeats dropped so far.
@@ -292,6 +336,22 @@ impl<T: DeserializeOwned> TypedConsumer<T> {
     pub fn consumer(&self) -> &StreamConsumer {
         &self.consumer
     }
+}
+
+/// A record decoded with its writer's schema, resolved to the reader's
+/// schema if given, as a `T`; `Err` says why not.
+fn decode_as<T: DeserializeOwned>(
+    written: apache_avro::types::Value,
+    reader: Option<&Schema>,
+) -> Result<T, String> {
+    let value = match reader {
+        Some(reader) => written
+            .resolve(reader)
+            .map_err(|e| format!("does not resolve to the reader's schema: {e}"))?,
+        None => written,
+    };
+    apache_avro::from_value::<T>(&value)
+        .map_err(|e| format!("not a {}: {e}", std::any::type_name::<T>()))
 }
 
 fn header(msg: &BorrowedMessage<'_>, name: &str) -> Option<String> {
@@ -319,13 +379,14 @@ impl RecentIds {
         }
     }
 
-    /// Whether `id` was seen before; remembers it otherwise.
-    fn seen(&mut self, id: &str) -> bool {
-        if self.capacity == 0 {
-            return false;
-        }
-        if self.ids.contains(id) {
-            return true;
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Remembers `id` (a read record's).
+    fn insert(&mut self, id: &str) {
+        if self.capacity == 0 || self.ids.contains(id) {
+            return;
         }
         self.ids.insert(id.to_owned());
         self.order.push_back(id.to_owned());
@@ -334,7 +395,6 @@ impl RecentIds {
                 self.ids.remove(&old);
             }
         }
-        false
     }
 }
 
@@ -343,18 +403,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recent_ids_drop_repeats_within_the_window_and_forget_the_oldest() {
+    fn recent_ids_remember_a_window_and_forget_the_oldest() {
         let mut r = RecentIds::new(2);
-        assert!(!r.seen("a"));
-        assert!(r.seen("a"));
-        assert!(!r.seen("b"));
-        assert!(!r.seen("c"), "a third id pushes `a` out");
-        assert!(!r.seen("a"), "`a` was forgotten");
-        assert!(r.seen("c"));
-        assert_eq!(r.order.len(), 2);
-        assert_eq!(r.ids.len(), 2);
+        assert!(!r.contains("a"));
+        r.insert("a");
+        assert!(r.contains("a"));
+        r.insert("b");
+        r.insert("c");
+        assert!(!r.contains("a"), "a third id pushes `a` out");
+        assert!(r.contains("b") && r.contains("c"));
+        r.insert("c");
+        assert_eq!((r.order.len(), r.ids.len()), (2, 2));
         let mut off = RecentIds::new(0);
-        assert!(!off.seen("a") && !off.seen("a"), "window 0: no dedupe");
+        off.insert("a");
+        assert!(!off.contains("a"), "window 0: no dedupe");
     }
 
     #[derive(Debug, serde::Deserialize, PartialEq)]
@@ -368,9 +430,9 @@ mod tests {
         tier: String,
     }
 
-    /// What `read` does after decoding: a record written with an older
-    /// schema resolves to the reader's newer one (the added field gets its
-    /// default), then deserializes.
+    /// A record written with an older schema resolves to the reader's
+    /// newer one (the added field gets its default), then deserializes;
+    /// without a reader's schema it is read as written.
     #[test]
     fn an_older_writers_record_resolves_to_the_readers_schema() {
         use apache_avro::types::Value;
@@ -379,8 +441,7 @@ mod tests {
         )
         .expect("schema");
         let written = Value::Record(vec![("id".into(), Value::String("c-1".into()))]);
-        let resolved = written.clone().resolve(&v2).expect("resolves");
-        let got: V2 = apache_avro::from_value(&resolved).expect("a V2");
+        let got: V2 = decode_as(written.clone(), Some(&v2)).expect("a V2");
         assert_eq!(
             got,
             V2 {
@@ -388,7 +449,9 @@ mod tests {
                 tier: "free".into()
             }
         );
-        let got: V1 = apache_avro::from_value(&written).expect("a V1");
+        let why = decode_as::<V2>(written.clone(), None).expect_err("no tier as written");
+        assert!(why.contains("not a") && why.contains("V2"), "{why}");
+        let got: V1 = decode_as(written, None).expect("a V1");
         assert_eq!(got, V1 { id: "c-1".into() });
     }
 }

@@ -157,6 +157,30 @@ impl std::fmt::Debug for KafkaOutput {
     }
 }
 
+/// Where a sink that keeps its consumed offsets in its target says to
+/// resume. Such a sink writes, in the same transaction as a batch's
+/// records, the next offset to read of each partition in it (PostgreSQL's
+/// `ferry_sink_offsets`): a crash at any point then neither loses nor
+/// repeats a record's effect. The runtime asks here, on start and after
+/// every rebalance, where each newly assigned partition resumes, and seeks
+/// there (the group's committed offsets, which Ferry still commits after
+/// each batch for lag monitoring, may lag behind the target's).
+///
+/// A separate object from the sink (sharing its connection pool, say):
+/// the runtime may ask while a write holds the sink.
+pub trait TargetOffsets: Send + Sync + 'static {
+    /// The next offset to read of each of `partitions`, as the target
+    /// recorded it. A partition the target has no offset for is left out:
+    /// the group's committed offset (or `auto.offset.reset`) applies.
+    fn load<'a>(
+        &'a self,
+        partitions: &'a [crate::kafka::TopicPartition],
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<Vec<(crate::kafka::TopicPartition, i64)>, ConnectorError>,
+    >;
+}
+
 /// A sink connector. Write the methods as `async fn`s.
 pub trait Sink: Send + 'static {
     /// Called once per (re)start before the first write.
@@ -174,6 +198,12 @@ pub trait Sink: Send + 'static {
         &mut self,
         batch: &[SinkRecord],
     ) -> impl Future<Output = Result<(), SinkFailure>> + Send;
+
+    /// For a sink that keeps its offsets in its target (see
+    /// [`TargetOffsets`]): where to resume. Asked after each `open`.
+    fn target_offsets(&self) -> Option<std::sync::Arc<dyn TargetOffsets>> {
+        None
+    }
 }
 
 pub(crate) trait DynSink: Send {
@@ -185,6 +215,7 @@ pub(crate) trait DynSink: Send {
         &'a mut self,
         batch: &'a [SinkRecord],
     ) -> futures::future::BoxFuture<'a, Result<(), SinkFailure>>;
+    fn target_offsets(&self) -> Option<std::sync::Arc<dyn TargetOffsets>>;
 }
 
 impl<S: Sink> DynSink for S {
@@ -199,6 +230,9 @@ impl<S: Sink> DynSink for S {
         batch: &'a [SinkRecord],
     ) -> futures::future::BoxFuture<'a, Result<(), SinkFailure>> {
         Box::pin(Sink::write(self, batch))
+    }
+    fn target_offsets(&self) -> Option<std::sync::Arc<dyn TargetOffsets>> {
+        Sink::target_offsets(self)
     }
 }
 

@@ -27,7 +27,7 @@
 //! given, a part of its `reason`.
 
 use super::Failure;
-use crate::registry::Context;
+use crate::plan::Context;
 use serde::Deserialize;
 use serde_json::Value as Json;
 use std::fmt::Write as _;
@@ -165,13 +165,14 @@ pub(crate) fn load_mapping(config_path: &Path, name: &str) -> Result<LoadedMappi
         .enumerate()
         .find(|(_, c)| c.name == name)
         .ok_or_else(|| Failure::Config(format!("{origin}: no connector `{name}`")))?;
-    let spec = &crate::registry::versioned(spec, &origin, i)?;
+    let spec = &crate::plan::versioned(spec, &origin, i)?;
     let ctx = Context {
         spec,
         key: format!("connectors[{i}]"),
         origin: &origin,
         group_prefix: &config.kafka.consumer.group_id,
         config: &config,
+        transforms: crate::registry::TRANSFORMS,
     };
     let topic = spec
         .settings

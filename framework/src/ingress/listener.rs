@@ -522,7 +522,6 @@ async fn store(route: &Arc<Route>, accepted: super::Accepted) -> Answer {
             // Answered 2xx like any stored event once the dead letter is
             // durable: the sender delivered it; fixing the mapping is ours.
             tracing::warn!(connector = %served.name, correlation_id = %accepted.correlation_id, dead_letter_topic = %topic, error = %reason, "webhook event refused by the mapping; sent to the dead-letter topic");
-            metrics::counter!(m::DEAD_LETTERS_TOTAL, "connector" => served.name.clone(), "class" => crate::runtime::dead_letter::Class::Mapping.as_str()).increment(1);
             (topic, raw, hs)
         }
         Err(e) => {
@@ -538,6 +537,7 @@ async fn store(route: &Arc<Route>, accepted: super::Accepted) -> Answer {
         hs.push((headers::DELIVERY_ID.to_owned(), id.clone().into_bytes()));
     }
     hs.extend(accepted.headers.iter().cloned());
+    let record_topic = topic.clone();
     let record = OutgoingRecord {
         topic,
         key: accepted.key.clone().map(String::into_bytes),
@@ -574,6 +574,10 @@ async fn store(route: &Arc<Route>, accepted: super::Accepted) -> Answer {
     .await;
     match stored {
         Ok(Ok(where_)) => {
+            if record_topic != accepted.topic {
+                // Counted once durable, as a sink's dead letters are.
+                metrics::counter!(m::DEAD_LETTERS_TOTAL, "connector" => served.name.clone(), "class" => crate::runtime::dead_letter::Class::Mapping.as_str()).increment(1);
+            }
             tracing::debug!(connector = %served.name, event_type = %event_type, correlation_id = %correlation, stored = ?where_, "webhook accepted");
             let (status, outcome, label) = match where_ {
                 Stored::Kafka => (StatusCode::OK, "stored_kafka", "stored"),

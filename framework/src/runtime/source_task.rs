@@ -152,7 +152,6 @@ async fn deliver(
                 tracing::warn!(connector = name, correlation_id = %r.correlation_id, dead_letter_topic = %topic,
                     error = %super::target::dead_letter_reason(&headers),
                     "record refused by the mapping; sent to the dead-letter topic");
-                metrics::counter!(m::DEAD_LETTERS_TOTAL, "connector" => name.to_owned(), "class" => Class::Mapping.as_str()).increment(1);
                 (topic, raw, headers)
             }
             Err(why) => {
@@ -164,6 +163,7 @@ async fn deliver(
             }
         };
         hs.append(&mut r.headers);
+        let topic_is_dead_letter = topic != target.topic;
         // One at a time into librdkafka's queue, so the batch keeps its
         // order even when the queue is full (backpressure waits here).
         let enqueued = producer
@@ -178,7 +178,7 @@ async fn deliver(
         match enqueued {
             Ok(p) => {
                 pending.push(p.delivered());
-                meta.push((r.partition, r.position, r.ack));
+                meta.push((r.partition, r.position, r.ack, topic_is_dead_letter));
             }
             Err(e) => {
                 if let Some(ack) = r.ack.take() {
@@ -194,10 +194,12 @@ async fn deliver(
     let results = futures::future::join_all(pending).await;
     let mut durable = BTreeMap::new();
     let mut written = 0u64;
-    for ((partition, position, ack), result) in meta.into_iter().zip(results) {
+    let mut dead_letters = 0u64;
+    for ((partition, position, ack, is_dead_letter), result) in meta.into_iter().zip(results) {
         match result {
             Ok(_) => {
                 written += 1;
+                dead_letters += u64::from(is_dead_letter);
                 if let Some(ack) = ack {
                     let _ = ack.send(Ok(()));
                 }
@@ -215,6 +217,8 @@ async fn deliver(
         }
     }
     metrics::counter!(m::SOURCE_RECORDS_TOTAL, "connector" => name.to_owned()).increment(written);
+    // Counted once acknowledged, as a sink's dead letters are.
+    metrics::counter!(m::DEAD_LETTERS_TOTAL, "connector" => name.to_owned(), "class" => Class::Mapping.as_str()).increment(dead_letters);
     if let Some((partition, why)) = failed.into_iter().next() {
         // No position is stored after a failed write: the task restarts
         // from the last stored one, so the failed record is produced again.

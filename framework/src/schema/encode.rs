@@ -423,14 +423,17 @@ impl Encoder<'_> {
             }
             (Node::String, Value::String(s)) => bytes(out, s.as_bytes()),
             // Written as given (byte-identical to apache-avro), but only
-            // when it is a UUID: apache-avro writes any string of 32 bytes
-            // or more, which readers that parse the field then refuse.
-            (Node::UuidString, Value::String(s)) if uuid::Uuid::parse_str(s).is_ok() => {
+            // in RFC 4122's hyphenated form, as the spec asks: apache-avro
+            // writes any string of 32 bytes or more, and readers that parse
+            // the field (Java's `UUID.fromString`) refuse the rest.
+            (Node::UuidString, Value::String(s))
+                if s.len() == 36 && uuid::Uuid::try_parse(s).is_ok() =>
+            {
                 bytes(out, s.as_bytes())
             }
             (Node::UuidString, Value::String(s)) => {
                 return refuse(format!(
-                    "`{}` is not a UUID",
+                    "`{}` is not a UUID in its hyphenated form (8-4-4-4-12 hex digits)",
                     s.chars().take(64).collect::<String>()
                 ))
             }
@@ -1345,7 +1348,7 @@ mod tests {
                 Schema::Uuid(kind) => {
                     let u = self.uuid();
                     let other = match kind {
-                        UuidSchema::String => Value::String(u.simple().to_string()),
+                        UuidSchema::String => Value::String(u.hyphenated().to_string()),
                         UuidSchema::Bytes => Value::Bytes(u.as_bytes().to_vec()),
                         UuidSchema::Fixed(_) => Value::Fixed(16, u.as_bytes().to_vec()),
                     };
@@ -1664,20 +1667,22 @@ mod tests {
             r#"{"type": "record", "name": "R", "fields": [{"name": "id", "type": {"type": "string", "logicalType": "uuid"}}]}"#,
         );
         let id = |v: &str| Value::Record(vec![("id".into(), s(v))]);
-        for fits in [
-            "67e55044-10b1-426f-9247-bb680e5fe0c8",
-            "67e5504410b1426f9247bb680e5fe0c8",
-        ] {
-            let v = id(fits);
-            assert_eq!(ferry(&codec, &v).ok(), apache(&schema, &v), "{fits}");
-        }
+        let v = id("67e55044-10b1-426f-9247-bb680e5fe0c8");
+        assert_eq!(ferry(&codec, &v).ok(), apache(&schema, &v));
         // apache-avro writes any string of 32 bytes or more; a reader that
-        // parses the field then fails on it.
-        let v = id("this is not a uuid, but it is long enough");
-        assert!(apache(&schema, &v).is_some());
-        let (field, reason) = refusal(&codec, &v);
-        assert_eq!(field, "id");
-        assert!(reason.contains("not a UUID"), "{reason}");
+        // parses the field (Java's `UUID.fromString`) then fails on it.
+        for not_rfc in [
+            "this is not a uuid, but it is long enough",
+            "67e5504410b1426f9247bb680e5fe0c8",
+            "{67e55044-10b1-426f-9247-bb680e5fe0c8}",
+            "urn:uuid:67e55044-10b1-426f-9247-bb680e5fe0c8",
+        ] {
+            let v = id(not_rfc);
+            assert!(apache(&schema, &v).is_some(), "{not_rfc}");
+            let (field, reason) = refusal(&codec, &v);
+            assert_eq!(field, "id");
+            assert!(reason.contains("not a UUID"), "{reason}");
+        }
     }
 
     #[test]

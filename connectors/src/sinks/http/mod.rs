@@ -8,7 +8,7 @@ pub mod template;
 #[cfg(test)]
 mod tests;
 
-use crate::registry::{parse_settings, Context};
+use crate::plan::{parse_settings, Context};
 use config::{Body, HttpSinkConfig};
 use ferry::config::ConfigError;
 use ferry::resilience::Outbound;

@@ -11,7 +11,7 @@
 pub mod config;
 pub mod sink;
 
-use crate::registry::{parse_settings, Context, MAPPING_KEY};
+use crate::plan::{parse_settings, Context, MAPPING_KEY};
 use config::MapConfig;
 use ferry::config::{ConfigError, TopicSpec};
 use ferry::runtime::{Planned, SinkSettings};

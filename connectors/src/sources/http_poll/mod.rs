@@ -10,7 +10,7 @@ pub mod source;
 #[cfg(test)]
 mod tests;
 
-use crate::registry::{parse_settings, Context};
+use crate::plan::{parse_settings, Context};
 use config::HttpPollConfig;
 use ferry::config::{ConfigError, TopicSpec};
 use ferry::resilience::{FallbackConfig, Outbound};

@@ -14,7 +14,7 @@ pub mod example;
 mod tests;
 pub mod verify;
 
-use crate::registry::{parse_settings, Context, RESILIENCE_KEYS};
+use crate::plan::{parse_settings, Context, RESILIENCE_KEYS};
 use config::{Locator, WebhookConfig};
 use endpoint::WebhookEndpoint;
 use ferry::config::{ConfigError, TopicSpec};
@@ -78,7 +78,7 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
 /// The typed settings of a `type: webhook` entry, if they parse (the
 /// banner's example; `plan` reports what does not).
 pub fn settings(spec: &ferry::runtime::ConnectorSpec) -> Option<WebhookConfig> {
-    let own = crate::registry::own_settings(spec);
+    let own = crate::plan::own_settings(spec);
     serde_json::from_value(serde_json::Value::Object(own)).ok()
 }
 

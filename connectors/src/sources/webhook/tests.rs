@@ -5,7 +5,7 @@
 
 use super::config::WebhookConfig;
 use super::endpoint::glob;
-use crate::registry::Context;
+use crate::plan::Context;
 use apache_avro::types::Value as Avro;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use ferry::config::ConfigError;
@@ -32,6 +32,7 @@ fn plan(settings: serde_json::Value) -> Result<Planned, ConfigError> {
         origin: "test.yaml",
         group_prefix: "ferry",
         config: &config,
+        transforms: crate::registry::TRANSFORMS,
     })
 }
 
