@@ -26,14 +26,27 @@ fn config(
     listen: std::net::SocketAddr,
     admin: std::net::SocketAddr,
 ) -> String {
+    config_with(dir, bootstrap, listen, admin, "", "")
+}
+
+/// The config, with more `kafka:` settings and `webhooks:` settings (YAML
+/// lines indented two spaces).
+fn config_with(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    kafka: &str,
+    webhooks: &str,
+) -> String {
     format!(
         r#"
 data_dir: {data}
 kafka:
   bootstrap_servers: "{bootstrap}"
-{services}webhooks:
+{kafka}{services}webhooks:
   listen: "{listen}"
-connectors:
+{webhooks}connectors:
   - name: {CONNECTOR}
     type: webhook
     path: /crm
@@ -201,4 +214,101 @@ async fn a_mapped_webhook_writes_normalized_records_and_dead_letters_the_rest() 
     let (ferry, status) = crate::rebalance::stop_ferry(ferry, "INT", Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}\n{}", ferry.stderr());
     broker.stop().await;
+}
+
+/// The dead-letter topic is one the spool may hold: with Kafka down, a
+/// delivery the mapping refuses is spooled (202) like a mapped one, and
+/// after Ferry is killed and the broker is back, the restarted Ferry drains
+/// each to its own topic; none is set aside as "not a topic this connector
+/// writes".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_dead_letter_reaches_the_dead_letter_topic_after_a_crash() {
+    use crate::rebalance::stop_ferry;
+    use crate::webhook_support::Broker;
+    let broker = Broker::new("");
+    let broker_p = broker.start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (listen, admin) = (free_addr(), free_addr());
+    let path = dir.path().join("ferry.yaml");
+    std::fs::write(
+        &path,
+        config_with(
+            dir.path(),
+            &broker.addr.to_string(),
+            listen,
+            admin,
+            "  producer:\n    delivery_timeout: 60s\n  librdkafka:\n    reconnect.backoff.max.ms: \"1000\"\n",
+            "  spool:\n    kafka_deadline: 1s\n",
+        ),
+    )
+    .expect("write config");
+    let ferry = start_ferry("run", &path, vec![]).await;
+
+    let (dead_broker, _) = stop_ferry(broker_p, "KILL", Duration::from_secs(30)).await;
+    drop(dead_broker);
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/crm");
+    for (i, item) in [(0, ITEMS[0]), (2, BAD_EMAIL)] {
+        let id = delivery(i);
+        let headers = standard(SECRET, &id, now(), item.as_bytes());
+        let req = client.post(&url).header("x-crm-event", "contact.updated");
+        let resp = with_delivery(req, Some("application/json"), &headers, item.as_bytes())
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            202,
+            "item {i}: spooled while Kafka is down: {body}\n{}",
+            tail_lines(&ferry.stderr(), 20)
+        );
+    }
+    let (killed, status) = stop_ferry(ferry, "KILL", Duration::from_secs(30)).await;
+    assert_eq!(status.code(), None, "ferry was killed");
+    drop(killed);
+
+    let broker_p = broker.start().await;
+    let ferry = start_ferry("run", &path, vec![]).await;
+    let bootstrap = broker.addr.to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let (records, dead) = loop {
+        let (records, dead) = (read(&bootstrap, TOPIC).await, read(&bootstrap, DLQ).await);
+        if !records.is_empty() && !dead.is_empty() {
+            break (records, dead);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after the restart: {} record(s) in `{TOPIC}`, {} in `{DLQ}`\n{}",
+            records.len(),
+            dead.len(),
+            tail_lines(&ferry.stderr(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // A spooled event may be written twice (once by the producer of the
+    // first life, once from the spool): every copy is the same event.
+    let ada = EventEnvelope::delivery_event_id(CONNECTOR, &delivery(0)).to_string();
+    let bad = EventEnvelope::delivery_event_id(CONNECTOR, &delivery(2)).to_string();
+    assert!(
+        records
+            .iter()
+            .all(|r| r.header("ferry-event-id") == Some(ada.as_str())),
+        "only the mapped contact in `{TOPIC}`: {records:?}"
+    );
+    assert!(
+        dead.iter()
+            .all(|d| d.header("ferry-event-id") == Some(bad.as_str())
+                && d.value == BAD_EMAIL.as_bytes()
+                && d.header("ferry-dlq-mapping-rule") == Some("email")),
+        "only the refused body, raw, in `{DLQ}`: {dead:?}"
+    );
+    let rejected = dir.path().join("webhooks").join(CONNECTOR).join("rejected");
+    let set_aside = std::fs::read_dir(&rejected).map_or(0, Iterator::count);
+    assert_eq!(set_aside, 0, "nothing set aside in {}", rejected.display());
+
+    let (ferry, status) = stop_ferry(ferry, "INT", Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}\n{}", ferry.stderr());
+    let _ = stop_ferry(broker_p, "INT", Duration::from_secs(30)).await;
 }

@@ -1064,6 +1064,15 @@ async fn signed_deliveries_are_stored_byte_exact_and_refusals_write_nothing() {
     *counted
         .entry(("wh-standard", "too_large", "none"))
         .or_default() += 1;
+    // HTTP/2 with prior knowledge (h2c) on the plain port would escape the
+    // header-read timeout (an HTTP/1 setting): the listener speaks HTTP/1
+    // only and lets go of such a connection at once, where an HTTP/2
+    // server would answer SETTINGS and hold it open.
+    let (answer, after) = stall(ferry.listen, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    assert!(
+        after < limit && (answer.is_empty() || answer.starts_with("HTTP/1.1 ")),
+        "an h2c preface is refused within {limit:?}, not held: {answer:?} after {after:?}"
+    );
 
     // A refused delivery does not take its id: the genuine delivery (or the
     // sender's corrected retry) with that id is stored, not a "duplicate".

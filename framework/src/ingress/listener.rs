@@ -146,7 +146,9 @@ impl Listener {
                     server.serve(router).await
                 }
                 None => {
-                    let mut server = axum_server::from_tcp(self.socket).handle(handle);
+                    let mut server = axum_server::from_tcp(self.socket)
+                        .acceptor(RefuseH2c { within: timeout })
+                        .handle(handle);
                     header_timeout(server.http_builder(), timeout);
                     server.serve(router).await
                 }
@@ -167,6 +169,61 @@ fn header_timeout(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(timeout);
+}
+
+/// The plain port's acceptor: refuses HTTP/2 with prior knowledge (h2c).
+/// Webhook senders speak HTTP/1.1, and hyper's header-read timeout (the
+/// guard against slow senders) is an HTTP/1 setting: an h2c connection
+/// would escape it. (hyper-util's `http1_only` is not honoured by the
+/// upgrade-capable connection axum-server serves, hence a look at the
+/// first bytes here.) A connection that sends nothing within `within` is
+/// dropped too.
+#[derive(Debug, Clone, Copy)]
+struct RefuseH2c {
+    within: Duration,
+}
+
+/// The start of HTTP/2's connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> for RefuseH2c {
+    type Stream = tokio::net::TcpStream;
+    type Service = S;
+    type Future = futures::future::BoxFuture<'static, std::io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        let within = self.within;
+        Box::pin(async move {
+            let mut head = [0u8; H2_PREFACE.len()];
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut head)).await;
+                let n = match peeked {
+                    Ok(read) => read?,
+                    Err(_) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no request within the request timeout",
+                        ))
+                    }
+                };
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                if !H2_PREFACE.starts_with(&head[..n]) {
+                    return Ok((stream, service));
+                }
+                if n == H2_PREFACE.len() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "HTTP/2 with prior knowledge is not served: webhooks are HTTP/1.1",
+                    ));
+                }
+                // A prefix of the preface so far: wait for more bytes.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    }
 }
 
 /// rustls' server config from the PEM files, with the ring provider.

@@ -8,9 +8,10 @@
 //! share the event id, so consumers can still drop it). A line that is torn or
 //! garbage is skipped on load, never believed: a false "seen" would drop an
 //! event. Ids are escaped (`\\`, `\n`, `\r`), so no id can break the format
-//! `<ms> <id>\n`. The file is compacted (the live ids written to a temp file,
-//! fsynced, renamed over it) when it holds more than twice the live ids plus
-//! 1024 lines, on open when it holds anything else, and after a failed write.
+//! `<ms> <id>\n`. The file is compacted (the live ids written to a temp file
+//! and renamed over it, handed to the OS like the appends, not fsynced) when
+//! it holds more than twice the live ids plus 1024 lines, on open when it
+//! holds anything else, and after a failed write.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -169,9 +170,12 @@ impl Seen {
                 lines += 1;
             }
         }
-        let file = out.into_inner().map_err(|e| at(&tmp)(e.into_error()))?;
-        // Durable before the rename, so a crash leaves the old or the new.
-        file.sync_all().map_err(at(&tmp))?;
+        out.into_inner().map_err(|e| at(&tmp)(e.into_error()))?;
+        // Not fsynced, like the appends: the window survives Ferry's
+        // restarts and crashes (the OS has the bytes), not the machine's
+        // (a repeat is then written again, with the same envelope id). An
+        // fsync here would hold every request of the connector, waiting on
+        // this lock, for the disk's flush.
         fs::rename(&tmp, &self.path).map_err(at(&self.path))?;
         let mut options = OpenOptions::new();
         self.file = options

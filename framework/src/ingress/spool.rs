@@ -194,6 +194,10 @@ impl Spool {
     /// plus this entry would exceed `max_bytes` (nothing is written then).
     /// After an error the entry counts as not stored (should a failed fsync
     /// have written it anyway, it is delivered too: a duplicate, not a loss).
+    /// The file need not be reopened after a failed fsync (the "fsyncgate"
+    /// concern: the kernel may drop dirty pages and clear the error): every
+    /// append is fsynced on its own, so the only unsynced bytes a failure
+    /// can concern are this entry's, which is cut off and refused.
     pub fn append(&mut self, entry: &SpoolEntry) -> Result<Ticket, SpoolError> {
         let frame = encode_frame(entry, &self.salt)?;
         let size = frame.len() as u64;
