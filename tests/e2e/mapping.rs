@@ -289,6 +289,32 @@ pub(crate) fn expected_contacts() -> BTreeMap<&'static str, (&'static str, serde
     ])
 }
 
+/// Checks that `r` is the normalized contact `expected` holds for its key,
+/// decoded with the schema the running registry has for its id, with `raw`
+/// the source's bytes exactly as sent; returns its key and that item.
+pub(crate) async fn assert_normalized(
+    codecs: &Codecs,
+    r: &Read,
+    expected: &BTreeMap<&'static str, (&'static str, serde_json::Value)>,
+) -> (String, &'static str) {
+    let key = r.key.clone().expect("a mapped record is keyed by `Id`");
+    let (item, want) = expected
+        .get(key.as_str())
+        .unwrap_or_else(|| panic!("an unexpected key on the topic: {key}"));
+    let (codec, value) = codecs
+        .decode(&r.value)
+        .await
+        .unwrap_or_else(|e| panic!("{key}: not registry-framed Avro: {e}"));
+    let got = ferry::schema::json::to_json(codec.schema(), &value);
+    assert_eq!(&got, want, "{key}: the normalized contact");
+    assert_eq!(
+        got["raw"].as_str().map(str::as_bytes),
+        Some(item.as_bytes()),
+        "{key}: `raw` is the source's bytes exactly as sent"
+    );
+    (key, item)
+}
+
 /// The envelope id `http_poll` gives an item (connector, key, exact bytes):
 /// a repeat of the item is the same event.
 fn event_id(key: Option<&str>, item: &str) -> String {
@@ -379,22 +405,7 @@ async fn a_mapped_source_writes_normalized_records_and_dead_letters_the_rest() {
     );
     let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
     for r in &records {
-        let key = r.key.clone().expect("a mapped record is keyed by `Id`");
-        let (item, want) = expected
-            .get(key.as_str())
-            .unwrap_or_else(|| panic!("an unexpected key on the topic: {key}"));
-        // Decoded with the schema the running registry has for its id.
-        let (codec, value) = codecs
-            .decode(&r.value)
-            .await
-            .unwrap_or_else(|e| panic!("{key}: not registry-framed Avro: {e}"));
-        let got = ferry::schema::json::to_json(codec.schema(), &value);
-        assert_eq!(&got, want, "{key}: the normalized contact");
-        assert_eq!(
-            got["raw"].as_str().map(str::as_bytes),
-            Some(item.as_bytes()),
-            "{key}: `raw` is the item's bytes exactly as the CRM sent them"
-        );
+        let (key, item) = assert_normalized(&codecs, r, &expected).await;
         let id = event_id(Some(&key), item);
         assert_eq!(
             r.header("ferry-event-id"),

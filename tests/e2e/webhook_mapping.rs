@@ -5,7 +5,9 @@
 //! once the record is in Kafka: every accepted delivery lands in exactly one
 //! of the two topics, once, whatever the sender repeats.
 
-use crate::mapping::{expected_contacts, partitions, read, tail_lines, BAD_EMAIL, ITEMS, NO_ID};
+use crate::mapping::{
+    assert_normalized, expected_contacts, partitions, read, tail_lines, BAD_EMAIL, ITEMS, NO_ID,
+};
 use crate::rebalance::start_ferry;
 use crate::sink_setup::services_yaml;
 use crate::webhook_support::{now, standard, with_delivery};
@@ -78,6 +80,18 @@ fn delivery(i: usize) -> String {
     format!("msg_contact_{i}")
 }
 
+/// Sends `item` as delivery `i`, signed; returns the status and the body.
+async fn send(client: &reqwest::Client, url: &str, i: usize, item: &str) -> (u16, String) {
+    let headers = standard(SECRET, &delivery(i), now(), item.as_bytes());
+    let req = client.post(url).header("x-crm-event", "contact.updated");
+    let resp = with_delivery(req, Some("application/json"), &headers, item.as_bytes())
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapped_webhook_writes_normalized_records_and_dead_letters_the_rest() {
     let broker = TestBroker::start().await;
@@ -103,15 +117,7 @@ async fn a_mapped_webhook_writes_normalized_records_and_dead_letters_the_rest() 
     let url = format!("http://{listen}/crm");
     for round in 0..2 {
         for (i, item) in ITEMS.iter().enumerate() {
-            let id = delivery(i);
-            let headers = standard(SECRET, &id, now(), item.as_bytes());
-            let req = client.post(&url).header("x-crm-event", "contact.updated");
-            let resp = with_delivery(req, Some("application/json"), &headers, item.as_bytes())
-                .send()
-                .await
-                .expect("POST");
-            let status = resp.status().as_u16();
-            let body = resp.text().await.unwrap_or_default();
+            let (status, body) = send(&client, &url, i, item).await;
             assert_eq!(
                 status,
                 200,
@@ -146,21 +152,7 @@ async fn a_mapped_webhook_writes_normalized_records_and_dead_letters_the_rest() 
     let index_of = |item: &str| ITEMS.iter().position(|i| *i == item).expect("an item");
     let mut keys = Vec::new();
     for r in &records {
-        let key = r.key.clone().expect("keyed by `/Id`");
-        let (item, want) = expected
-            .get(key.as_str())
-            .unwrap_or_else(|| panic!("an unexpected key: {key}"));
-        let (codec, value) = codecs
-            .decode(&r.value)
-            .await
-            .unwrap_or_else(|e| panic!("{key}: not registry-framed Avro: {e}"));
-        let got = ferry::schema::json::to_json(codec.schema(), &value);
-        assert_eq!(&got, want, "{key}: the normalized contact");
-        assert_eq!(
-            got["raw"].as_str().map(str::as_bytes),
-            Some(item.as_bytes()),
-            "{key}: `raw` is the body exactly as sent"
-        );
+        let (key, item) = assert_normalized(&codecs, r, &expected).await;
         let d = delivery(index_of(item));
         let id = EventEnvelope::delivery_event_id(CONNECTOR, &d).to_string();
         assert_eq!(r.header("ferry-event-id"), Some(id.as_str()), "{r:?}");
@@ -249,15 +241,7 @@ async fn a_spooled_dead_letter_reaches_the_dead_letter_topic_after_a_crash() {
     let client = reqwest::Client::new();
     let url = format!("http://{listen}/crm");
     for (i, item) in [(0, ITEMS[0]), (2, BAD_EMAIL)] {
-        let id = delivery(i);
-        let headers = standard(SECRET, &id, now(), item.as_bytes());
-        let req = client.post(&url).header("x-crm-event", "contact.updated");
-        let resp = with_delivery(req, Some("application/json"), &headers, item.as_bytes())
-            .send()
-            .await
-            .expect("POST");
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
+        let (status, body) = send(&client, &url, i, item).await;
         assert_eq!(
             status,
             202,
