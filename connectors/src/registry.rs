@@ -11,6 +11,7 @@ pub const CONNECTORS: &[(&str, Factory)] = &[
     ("webhook", crate::sources::webhook::plan),
     ("http", crate::sinks::http::plan),
     ("map", crate::sinks::map::plan),
+    ("postgres", crate::sinks::postgres::plan),
 ];
 
 /// Every transform written in Rust (`mapping: { transform: NAME }`): the

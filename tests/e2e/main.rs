@@ -10,6 +10,7 @@ mod dlq;
 mod fake_target;
 mod mapping;
 mod pipeline;
+mod postgres;
 mod processor;
 mod quickstart;
 mod rebalance;
