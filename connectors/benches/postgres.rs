@@ -43,19 +43,13 @@ fn contact(i: usize, pass: usize) -> serde_json::Value {
 fn records(rows: usize, pass: usize, first_offset: usize) -> Vec<SinkRecord> {
     (0..rows)
         .map(|i| {
-            let value = contact(i, pass);
-            SinkRecord {
-                topic: "bench.contacts".into(),
-                partition: 0,
-                offset: i64::try_from(first_offset + i).unwrap_or(i64::MAX),
-                timestamp: None,
-                key: Some(format!("c{i:07}")),
-                raw_key: None,
-                raw: Some(value.to_string().into_bytes()),
-                value,
-                headers: Vec::new(),
-                correlation_id: String::new(),
-            }
+            SinkRecord::from_json(
+                "bench.contacts",
+                0,
+                i64::try_from(first_offset + i).unwrap_or(i64::MAX),
+                Some(format!("c{i:07}")),
+                contact(i, pass),
+            )
         })
         .collect()
 }

@@ -227,21 +227,25 @@ connectors:
     items: /records
     key: /Id
     event_type: contact.updated
-    mapping:
-      schema: contact.avsc
-      fields:
-        id: {{ from: [/contactId, /Id, /id] }}
-        name: {{ name: {{ full: /Name, first: /FirstName, last: /LastName }} }}
-        email: {{ from: [/email_address, /Email], normalize: email }}
-        phone: {{ from: [/phone, /Phone], normalize: {{ phone: {{ region: US }} }} }}
-        source: {{ const: salesforce }}
-        updated_at: {{ from: /LastModifiedDate, normalize: timestamp }}
-        raw: raw
-"#,
+{SALESFORCE_MAPPING}"#,
         data = dir.display(),
         schemas = repo_root().join("schemas").display(),
     )
 }
+
+/// The `mapping:` of examples/salesforce/ferry.yaml, as a connector's
+/// setting (YAML, indented four spaces).
+pub(crate) const SALESFORCE_MAPPING: &str = "    mapping:
+      schema: contact.avsc
+      fields:
+        id: { from: [/contactId, /Id, /id] }
+        name: { name: { full: /Name, first: /FirstName, last: /LastName } }
+        email: { from: [/email_address, /Email], normalize: email }
+        phone: { from: [/phone, /Phone], normalize: { phone: { region: US } } }
+        source: { const: salesforce }
+        updated_at: { from: /LastModifiedDate, normalize: timestamp }
+        raw: raw
+";
 
 pub(crate) fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

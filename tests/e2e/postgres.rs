@@ -358,18 +358,7 @@ fn sink_records(topic: &str, offsets: std::ops::Range<i64>) -> Vec<ferry::sink::
     offsets
         .map(|o| {
             let value = serde_json::json!({"id": o, "payload": format!("p{o}")});
-            ferry::sink::SinkRecord {
-                topic: topic.to_owned(),
-                partition: 0,
-                offset: o,
-                timestamp: None,
-                key: Some(format!("k{o}")),
-                raw_key: None,
-                raw: Some(value.to_string().into_bytes()),
-                value,
-                headers: Vec::new(),
-                correlation_id: String::new(),
-            }
+            ferry::sink::SinkRecord::from_json(topic, 0, o, Some(format!("k{o}")), value)
         })
         .collect()
 }

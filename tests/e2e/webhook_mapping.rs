@@ -7,6 +7,7 @@
 
 use crate::mapping::{
     assert_normalized, expected_contacts, partitions, read, tail_lines, BAD_EMAIL, ITEMS, NO_ID,
+    SALESFORCE_MAPPING,
 };
 use crate::rebalance::start_ferry;
 use crate::sink_setup::services_yaml;
@@ -59,17 +60,7 @@ kafka:
     key: {{ pointer: /Id }}
     topic: {TOPIC}
     partitions: 3
-    mapping:
-      schema: contact.avsc
-      fields:
-        id: {{ from: [/contactId, /Id, /id] }}
-        name: {{ name: {{ full: /Name, first: /FirstName, last: /LastName }} }}
-        email: {{ from: [/email_address, /Email], normalize: email }}
-        phone: {{ from: [/phone, /Phone], normalize: {{ phone: {{ region: US }} }} }}
-        source: {{ const: salesforce }}
-        updated_at: {{ from: /LastModifiedDate, normalize: timestamp }}
-        raw: raw
-"#,
+{SALESFORCE_MAPPING}"#,
         data = dir.display(),
         services = services_yaml(admin),
     )
