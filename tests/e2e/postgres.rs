@@ -651,3 +651,125 @@ async fn a_value_that_does_not_fit_fails_alone_naming_the_column() {
     drop(sink);
     drop_table(&db, &name, &name).await;
 }
+
+/// The seam in the sink contract: where the table says a partition
+/// resumes wins over the group's committed offset. After a full run the
+/// table's offset is moved back and the rows after it deleted (what an
+/// offset reset of a sink that keeps its offsets in its target does); the
+/// group's committed offset still says "done". A restarted Ferry must read
+/// from the table's offset and fill the table again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_resumes_where_the_table_says_not_where_the_group_committed() {
+    const N: i64 = 300;
+    const BACK_TO: i64 = 120;
+    let db = pg().await;
+    let name = unique("pg_resume");
+    let setup = SinkSetup::new(&name).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE {name} (id bigint PRIMARY KEY, payload text)"
+    ))
+    .await
+    .expect("create table");
+    let records: Vec<Rec> = (0..N)
+        .map(|n| {
+            (
+                format!("{n}"),
+                Some(serde_json::json!({"id": n, "payload": format!("p{n}")})),
+            )
+        })
+        .collect();
+    produce(&setup.broker.bootstrap, &setup.topic, &records).await;
+    let cfg = config(&setup, &name, &name, "    batch_max_records: 50\n");
+    let ferry = start_ferry("run", &cfg, Vec::new()).await;
+    wait_for_offset(&db, &name, &setup.topic, N).await;
+    // A graceful stop commits the group's offsets to the end.
+    stop(ferry).await;
+    db.batch_execute(&format!(
+        "DELETE FROM {name} WHERE id >= {BACK_TO}; \
+         UPDATE ferry_sink_offsets SET next_offset = {BACK_TO} WHERE connector = '{name}'"
+    ))
+    .await
+    .expect("move the table back");
+    let ferry = start_ferry("run", &cfg, Vec::new()).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows: i64 = db
+            .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+            .await
+            .expect("count")
+            .get(0);
+        if rows == N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{rows} rows of {N}: the restarted sink did not resume from the table's offset {BACK_TO}\n{}",
+            ferry.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_offset(&db, &name, &setup.topic, N).await;
+    stop(ferry).await;
+    drop_table(&db, &name, &name).await;
+    setup.stop().await;
+}
+
+/// A value longer than a `varchar(n)` column is refused and dead-lettered,
+/// never cut to fit: an explicit cast would truncate `ORD-12345` to
+/// `ORD-1234`, a different key, and overwrite that row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_too_long_for_its_column_is_dead_lettered_not_truncated() {
+    let db = pg().await;
+    let name = unique("pg_long");
+    let setup = SinkSetup::new(&name).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE {name} (id varchar(8) PRIMARY KEY, note text); \
+         INSERT INTO {name} VALUES ('ORD-1234', 'kept')"
+    ))
+    .await
+    .expect("create table");
+    let records: Vec<Rec> = vec![
+        (
+            "ORD-12345".into(),
+            Some(serde_json::json!({"id": "ORD-12345", "note": "too long"})),
+        ),
+        (
+            "ORD-1".into(),
+            Some(serde_json::json!({"id": "ORD-1", "note": "fits"})),
+        ),
+    ];
+    produce(&setup.broker.bootstrap, &setup.topic, &records).await;
+    let cfg = config(&setup, &name, &name, "");
+    let ferry = start_ferry("run", &cfg, Vec::new()).await;
+    wait_for_offset(&db, &name, &setup.topic, 2).await;
+    let rows: Vec<(String, String)> = db
+        .query(&format!("SELECT id, note FROM {name} ORDER BY id"), &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ORD-1".to_owned(), "fits".to_owned()),
+            ("ORD-1234".to_owned(), "kept".to_owned())
+        ],
+        "the long key neither truncated onto `ORD-1234` nor written"
+    );
+    let dlq = format!("{name}.dlq");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let letters = loop {
+        let letters = setup.records_of(&dlq);
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(Instant::now() < deadline, "nothing in {dlq}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].key.as_deref(), Some("ORD-12345"));
+    stop(ferry).await;
+    drop_table(&db, &name, &name).await;
+    setup.stop().await;
+}

@@ -25,6 +25,8 @@ pub fn fault_of(code: Option<&str>) -> Fault {
     };
     match code.get(..2) {
         Some("21" | "22" | "23") => Fault::Record,
+        // A trigger's `RAISE EXCEPTION`: the row's validation refused it.
+        _ if code == "P0001" => Fault::Record,
         Some("08" | "53" | "57" | "58") => Fault::Transient,
         _ if matches!(code, "40001" | "40P01" | "55P03" | "55006") => Fault::Transient,
         Some("40") => Fault::Transient,
@@ -75,6 +77,8 @@ mod tests {
         assert_eq!(fault_of(Some("23502")), Fault::Record); // not null
         assert_eq!(fault_of(Some("23503")), Fault::Record); // foreign key
         assert_eq!(fault_of(Some("22P02")), Fault::Record); // bad input syntax
+        assert_eq!(fault_of(Some("22001")), Fault::Record); // too long for varchar(n)
+        assert_eq!(fault_of(Some("P0001")), Fault::Record); // a trigger's RAISE
         assert_eq!(fault_of(Some("40001")), Fault::Transient); // serialization
         assert_eq!(fault_of(Some("40P01")), Fault::Transient); // deadlock
         assert_eq!(fault_of(Some("08006")), Fault::Transient); // connection

@@ -130,8 +130,13 @@ fn validate(ctx: &Context<'_>, cfg: &PostgresSinkConfig) -> Result<(), ConfigErr
     if cfg.batch_max_records == 0 {
         return Err(ctx.invalid("batch_max_records", "must be at least 1"));
     }
-    if cfg.pool_size == 0 {
-        return Err(ctx.invalid("pool_size", "must be at least 1"));
+    if cfg.pool_size < 2 {
+        // The runtime reads `ferry_sink_offsets` on a rebalance while a
+        // write may hold a connection: one alone would deadlock them.
+        return Err(ctx.invalid(
+            "pool_size",
+            "must be at least 2 (a write and the offsets read on a rebalance)",
+        ));
     }
     Ok(())
 }

@@ -28,6 +28,11 @@ pub struct Offsets {
     connector: String,
     table: String,
     cursors: Mutex<Cursors>,
+    /// Per partition, the highest offset this writer committed: the table
+    /// can move past it (another writer), never back below it unless the
+    /// database lost committed transactions (a crash with
+    /// `synchronous_commit = off`, an asynchronous replica promoted).
+    floors: Mutex<HashMap<TopicPartition, i64>>,
 }
 
 impl Offsets {
@@ -37,6 +42,7 @@ impl Offsets {
             connector: connector.to_owned(),
             table: table.to_owned(),
             cursors: Mutex::new(HashMap::new()),
+            floors: Mutex::new(HashMap::new()),
         })
     }
 
@@ -54,6 +60,11 @@ impl Offsets {
     }
 
     pub fn set(&self, tp: TopicPartition, next: Option<i64>) {
+        if let Some(n) = next {
+            let mut floors = self.floors.lock().unwrap_or_else(PoisonError::into_inner);
+            let floor = floors.entry(tp.clone()).or_insert(n);
+            *floor = (*floor).max(n);
+        }
         self.cursors().insert(tp, next);
     }
 
@@ -81,6 +92,28 @@ impl Offsets {
                 row.try_get(2).map_err(|e| read_error(&self.table, &e))?,
             );
             stored.insert((topic, partition), next);
+        }
+        {
+            let floors = self.floors.lock().unwrap_or_else(PoisonError::into_inner);
+            for tp in partitions {
+                let (Some(&floor), stored) = (floors.get(tp), stored.get(tp).copied()) else {
+                    continue;
+                };
+                if stored.is_none_or(|n| n < floor) {
+                    // Writing on would skip the records between: stop, and
+                    // let a restart resume from what the table says.
+                    let mut e = ConnectorError::external(format!(
+                        "postgres table `{}`: ferry_sink_offsets went back for {}/{}: this writer committed up to {floor}, the table now says {}. The database lost committed transactions; restart the connector to read again from the table's offset",
+                        self.table,
+                        tp.0,
+                        tp.1,
+                        stored.map_or("no row".to_owned(), |n| n.to_string())
+                    ))
+                    .for_connector();
+                    e.retry = ferry::error::Retry::No;
+                    return Err(e);
+                }
+            }
         }
         let mut cursors = self.cursors();
         let mut found = Vec::new();

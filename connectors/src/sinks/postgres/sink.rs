@@ -243,6 +243,9 @@ impl PostgresSink {
             .transaction()
             .await
             .map_err(|e| Failed::Other(self.db_error("starting a transaction", &e)))?;
+        immediate(&tx)
+            .await
+            .map_err(|e| Failed::Other(self.db_error("starting a transaction", &e)))?;
         if let Err(e) = self.apply(&tx, ops).await {
             return Err(match fault(&e) {
                 Fault::Record => Failed::Record,
@@ -272,6 +275,9 @@ impl PostgresSink {
         let other = |what: &str, e: &tokio_postgres::Error| Failed::Other(self.db_error(what, e));
         let mut tx = client
             .transaction()
+            .await
+            .map_err(|e| other("starting a transaction", &e))?;
+        immediate(&tx)
             .await
             .map_err(|e| other("starting a transaction", &e))?;
         let mut written = 0;
@@ -738,6 +744,13 @@ fn pool_error(table: &str, e: &deadpool_postgres::PoolError) -> ConnectorError {
                 .for_connector()
         }
     }
+}
+
+/// Deferred constraints checked at each statement, not at COMMIT: a
+/// violation then names its record (and is dead-lettered alone) instead of
+/// failing the whole transaction at the end.
+async fn immediate(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute("SET CONSTRAINTS ALL IMMEDIATE").await
 }
 
 #[cfg(test)]

@@ -167,8 +167,17 @@ pub const FIRST_OFFSET: &str =
 pub const LOAD_OFFSETS: &str =
     "SELECT topic, partition, next_offset FROM ferry_sink_offsets WHERE connector = $1";
 
-/// A table's columns and their types, in order (`$1`: the quoted name).
-pub const TABLE_COLUMNS: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+/// A table's columns and the types values are cast to, in order (`$1`:
+/// the quoted name). The type without its length or precision: an explicit
+/// cast to `varchar(n)`, `char(n)` or `bit(n)` silently truncates (a key
+/// `ORD-12345` would become `ORD-1234` and hit another row), where the
+/// insert's own assignment refuses a value too long (SQLSTATE 22001: the
+/// record is dead-lettered). `character` and `bit` without a length mean
+/// length 1, so they are cast as `bpchar` and `varbit`.
+pub const TABLE_COLUMNS: &str = "SELECT a.attname::text, CASE a.atttypid \
+    WHEN 'bpchar'::regtype THEN 'bpchar' WHEN '_bpchar'::regtype THEN 'bpchar[]' \
+    WHEN 'bit'::regtype THEN 'varbit' WHEN '_bit'::regtype THEN 'varbit[]' \
+    ELSE format_type(a.atttypid, NULL) END \
     FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 \
     AND NOT a.attisdropped ORDER BY a.attnum";
 

@@ -52,7 +52,7 @@ fn mistakes_name_the_key() {
             "connectors[0].batch_max_records",
         ),
         (
-            format!("{GOOD}    pool_size: 0\n"),
+            format!("{GOOD}    pool_size: 1\n"),
             "connectors[0].pool_size",
         ),
         (format!("{GOOD}    tls: maybe\n"), "connectors[0].tls"),

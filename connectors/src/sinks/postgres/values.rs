@@ -38,6 +38,7 @@ impl Kind {
             || t.starts_with("character")
             || t.starts_with("varchar")
             || t.starts_with("char")
+            || t == "bpchar"
             || t == "name"
             || t == "citext"
         {
