@@ -773,3 +773,81 @@ async fn a_key_too_long_for_its_column_is_dead_lettered_not_truncated() {
     drop_table(&db, &name, &name).await;
     setup.stop().await;
 }
+
+/// A write blocked by another session's lock does not hang: the sink's
+/// `timeout` becomes the statement and lock timeout, the write fails, is
+/// retried with backoff and shows as `last_error` on `/connectors`; once
+/// the lock is released every record lands, exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_blocked_by_a_lock_times_out_is_reported_and_lands_once_released() {
+    const N: i64 = 40;
+    let db = pg().await;
+    let locker = pg().await;
+    let name = unique("pg_locked");
+    let setup = SinkSetup::new(&name).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE {name} (id bigint PRIMARY KEY, payload text)"
+    ))
+    .await
+    .expect("create table");
+    // Another session holds the table until told to let go.
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .expect("lock the table");
+    let records: Vec<Rec> = (0..N)
+        .map(|n| {
+            (
+                format!("{n}"),
+                Some(serde_json::json!({"id": n, "payload": format!("p{n}")})),
+            )
+        })
+        .collect();
+    produce(&setup.broker.bootstrap, &setup.topic, &records).await;
+    let cfg = config(
+        &setup,
+        &name,
+        &name,
+        "    timeout: 1s\n    retry:\n      initial_backoff: 100ms\n      max_backoff: 500ms\n",
+    );
+    let ferry = start_ferry("run", &cfg, Vec::new()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reported = loop {
+        let body = crate::rebalance::admin_get(setup.admin, "/connectors").await;
+        let states: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let last = states
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == name.as_str()))
+            .and_then(|c| c["last_error"].as_str().map(str::to_owned));
+        if let Some(last) = last.filter(|l| l.contains("timeout") || l.contains("canceling")) {
+            break last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no timeout reported while the table is locked: {body}\n{}",
+            ferry.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        stored_offset(&db, &name, &setup.topic).await,
+        None,
+        "{reported}"
+    );
+    locker
+        .batch_execute("COMMIT")
+        .await
+        .expect("release the lock");
+    wait_for_offset(&db, &name, &setup.topic, N).await;
+    let rows: i64 = db
+        .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, N, "every record once after the lock ({reported})");
+    stop(ferry).await;
+    drop_table(&db, &name, &name).await;
+    setup.stop().await;
+}

@@ -62,6 +62,12 @@ pub struct PostgresSinkConfig {
     /// Connections kept open to the database.
     #[serde(default = "two")]
     pub pool_size: usize,
+    /// Set from the connector's `timeout` when planned: the longest a
+    /// statement may run or wait for a lock (`statement_timeout`,
+    /// `lock_timeout`), so a write blocked by another session fails, is
+    /// retried and shows as `last_error`, instead of hanging.
+    #[serde(skip)]
+    pub statement_timeout: Option<Duration>,
 }
 
 /// How rows are written.

@@ -31,8 +31,9 @@ use std::time::Duration;
 
 /// Plans the connector from its config (no I/O).
 pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
-    let cfg: PostgresSinkConfig = parse_settings(ctx)?;
+    let mut cfg: PostgresSinkConfig = parse_settings(ctx)?;
     let resilience = ctx.resilience()?;
+    cfg.statement_timeout = Some(resilience.timeout);
     validate(ctx, &cfg)?;
     match &resilience.fallback {
         None | Some(ferry::resilience::FallbackConfig::Topic(_)) => {}

@@ -681,6 +681,14 @@ fn pool(cfg: &PostgresSinkConfig) -> Result<Pool, ConnectorError> {
     }
     pg.application_name("ferry");
     pg.connect_timeout(Duration::from_secs(10));
+    // A dead peer (a failover, a half-open socket) is found by TCP
+    // keepalives rather than waited on for good.
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(30));
+    if let Some(t) = cfg.statement_timeout {
+        let ms = t.as_millis().max(1);
+        pg.options(format!("-c statement_timeout={ms} -c lock_timeout={ms}"));
+    }
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
