@@ -15,7 +15,6 @@ use crate::ferry_bin;
 use crate::rebalance::{start_ferry, stop_ferry};
 use crate::sink_setup::{services_yaml, SinkSetup};
 use ferry_testkit::{free_addr, repo_root, FerryProcess};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
@@ -141,6 +140,28 @@ async fn stop(p: FerryProcess) {
     let _ = stop_ferry(p, "INT", Duration::from_secs(60)).await;
 }
 
+/// The end of a passing test: Ferry stopped, the table and its offsets
+/// dropped (named like the connector), the broker stopped.
+async fn finish(ferry: FerryProcess, db: &tokio_postgres::Client, name: &str, setup: SinkSetup) {
+    stop(ferry).await;
+    drop_table(db, name, name).await;
+    setup.stop().await;
+}
+
+/// The records of connector `name`'s dead-letter topic, once it holds one.
+async fn dead_letters(setup: &SinkSetup, name: &str) -> Vec<crate::sink_setup::Letter> {
+    let dlq = format!("{name}.dlq");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let letters = setup.records_of(&dlq);
+        if !letters.is_empty() {
+            return letters;
+        }
+        assert!(Instant::now() < deadline, "nothing in {dlq}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upserts_and_tombstones_leave_the_fold_of_the_records() {
     let db = pg().await;
@@ -191,9 +212,7 @@ async fn upserts_and_tombstones_leave_the_fold_of_the_records() {
         })
         .collect();
     assert_eq!(table, fold);
-    stop(ferry).await;
-    drop_table(&db, &name, &name).await;
-    setup.stop().await;
+    finish(ferry, &db, &name, setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,9 +271,7 @@ async fn kill_9_mid_stream_neither_loses_nor_repeats_a_row() {
         "after {kills} kills (the last at offset {at_last_kill}): every record exactly once"
     );
     assert!(at_last_kill < N, "the last kill came mid-stream");
-    stop(ferry).await;
-    drop_table(&db, &name, &name).await;
-    setup.stop().await;
+    finish(ferry, &db, &name, setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,21 +310,7 @@ async fn a_refused_record_is_dead_lettered_alone() {
         .map(|n| format!("k{n}"))
         .collect();
     assert_eq!(ids, expected);
-    let dlq = format!("{name}.dlq");
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &setup.broker.bootstrap)
-        .create()
-        .expect("consumer");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while consumer
-        .fetch_watermarks(&dlq, 0, Duration::from_secs(5))
-        .map_or(0, |(lo, hi)| hi - lo)
-        < 1
-    {
-        assert!(Instant::now() < deadline, "nothing in {dlq}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let letters = setup.records_of(&dlq);
+    let letters = dead_letters(&setup, &name).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].key.as_deref(), Some("k25"));
     let value: serde_json::Value = serde_json::from_slice(&letters[0].value).expect("json");
@@ -320,9 +323,7 @@ async fn a_refused_record_is_dead_lettered_alone() {
         "the dead letter names the constraint: {:?}",
         letters[0].headers
     );
-    stop(ferry).await;
-    drop_table(&db, &name, &name).await;
-    setup.stop().await;
+    finish(ferry, &db, &name, setup).await;
 }
 
 #[test]
@@ -709,9 +710,7 @@ async fn a_restart_resumes_where_the_table_says_not_where_the_group_committed() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_for_offset(&db, &name, &setup.topic, N).await;
-    stop(ferry).await;
-    drop_table(&db, &name, &name).await;
-    setup.stop().await;
+    finish(ferry, &db, &name, setup).await;
 }
 
 /// A value longer than a `varchar(n)` column is refused and dead-lettered,
@@ -757,21 +756,10 @@ async fn a_key_too_long_for_its_column_is_dead_lettered_not_truncated() {
         ],
         "the long key neither truncated onto `ORD-1234` nor written"
     );
-    let dlq = format!("{name}.dlq");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let letters = loop {
-        let letters = setup.records_of(&dlq);
-        if !letters.is_empty() {
-            break letters;
-        }
-        assert!(Instant::now() < deadline, "nothing in {dlq}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let letters = dead_letters(&setup, &name).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].key.as_deref(), Some("ORD-12345"));
-    stop(ferry).await;
-    drop_table(&db, &name, &name).await;
-    setup.stop().await;
+    finish(ferry, &db, &name, setup).await;
 }
 
 /// A write blocked by another session's lock does not hang: the sink's
@@ -847,7 +835,5 @@ async fn a_write_blocked_by_a_lock_times_out_is_reported_and_lands_once_released
         .expect("count")
         .get(0);
     assert_eq!(rows, N, "every record once after the lock ({reported})");
-    stop(ferry).await;
-    drop_table(&db, &name, &name).await;
-    setup.stop().await;
+    finish(ferry, &db, &name, setup).await;
 }
