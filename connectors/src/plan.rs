@@ -82,6 +82,23 @@ impl Context<'_> {
     }
 }
 
+/// The most batches a sink writes at once.
+pub const MAX_CONCURRENCY: usize = 256;
+
+/// A sink's `concurrency`, checked: 1 to [`MAX_CONCURRENCY`].
+pub fn concurrency(ctx: &Context<'_>, n: usize) -> Result<usize, ConfigError> {
+    if (1..=MAX_CONCURRENCY).contains(&n) {
+        Ok(n)
+    } else {
+        Err(ctx.invalid(
+            "concurrency",
+            format!(
+                "{n}: batches written at once, 1 (in series, the default) to {MAX_CONCURRENCY}"
+            ),
+        ))
+    }
+}
+
 /// Parses a connector's own settings ([`own_settings`]) into its
 /// typed config, naming the key at fault.
 pub fn parse_settings<T: DeserializeOwned>(ctx: &Context<'_>) -> Result<T, ConfigError> {

@@ -290,6 +290,14 @@ fn connector_config_mistakes_name_the_connector_and_key() {
             vec!["connectors[0].ordering", "loose"],
         ),
         (
+            "  - name: a\n    type: http\n    topic: t\n    url: http://x/y\n    concurrency: 0\n",
+            vec!["connectors[0].concurrency", "1 (in series, the default) to 256"],
+        ),
+        (
+            "  - name: a\n    type: postgres\n    topic: t\n    url: postgres://u@h/db\n    table: t\n    concurrency: 1000\n",
+            vec!["connectors[0].concurrency", "1000"],
+        ),
+        (
             "  - name: a\n    type: http_poll\n    url: http://x/y\n    topic: t\n  - name: a\n    type: http_poll\n    url: http://x/z\n    topic: u\n",
             vec!["connectors[1].name", "declared twice"],
         ),

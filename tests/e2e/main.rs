@@ -17,6 +17,7 @@ mod rebalance;
 mod restart;
 mod schemas;
 mod secrets;
+mod sink_concurrency;
 mod sink_faults;
 mod sink_setup;
 mod state_topics;

@@ -79,11 +79,13 @@ async fn produce(bootstrap: &str, topic: &str, records: &[Rec]) {
 }
 
 /// A config running one postgres sink `name` on `topic` into `table`;
-/// `extra`: more of its settings (YAML, indented four spaces).
+/// `extra`: more of its settings (YAML, indented four spaces). Static
+/// membership: a Ferry restarted after a kill takes its partitions back at
+/// once instead of after the session timeout.
 fn config(setup: &SinkSetup, name: &str, table: &str, extra: &str) -> PathBuf {
     let path = setup.dir.path().join("ferry.yaml");
     let text = format!(
-        "data_dir: {data}\nkafka:\n  bootstrap_servers: \"{bootstrap}\"\n{services}connectors:\n  - name: {name}\n    type: postgres\n    topic: {topic}\n    url: {url}\n    table: {table}\n{extra}",
+        "data_dir: {data}\nkafka:\n  bootstrap_servers: \"{bootstrap}\"\n  consumer:\n    instance_id: {name}\n{services}connectors:\n  - name: {name}\n    type: postgres\n    topic: {topic}\n    url: {url}\n    table: {table}\n{extra}",
         data = setup.dir.path().display(),
         bootstrap = setup.broker.bootstrap,
         services = services_yaml(setup.admin),
@@ -217,11 +219,36 @@ async fn upserts_and_tombstones_leave_the_fold_of_the_records() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_stream_neither_loses_nor_repeats_a_row() {
+    kill_9_mid_stream(1, 1, &[600, 1800, 3000, 4200]).await;
+}
+
+/// The same with four partitions written four batches at once: each
+/// partition's offset in `ferry_sink_offsets` still says exactly what is in
+/// the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_with_four_batches_at_once_neither_loses_nor_repeats_a_row() {
+    kill_9_mid_stream(4, 4, &[1200, 3000]).await;
+}
+
+/// The next offsets the sink stored for `topic`, summed over its partitions
+/// (each starts at 0, so this counts the records consumed).
+async fn stored_total(db: &tokio_postgres::Client, name: &str, topic: &str) -> i64 {
+    db.query_one(
+        "SELECT COALESCE(sum(next_offset), 0)::bigint FROM ferry_sink_offsets WHERE connector = $1 AND topic = $2",
+        &[&name, &topic],
+    )
+    .await
+    .map_or(0, |r| r.get(0))
+}
+
+/// 5000 records into a table without a key (a record written twice would
+/// be a second row), Ferry killed with SIGKILL once the table's offsets
+/// pass each of `kills`, then run to the end: every record exactly once.
+async fn kill_9_mid_stream(partitions: i32, concurrency: usize, kills: &[i64]) {
     const N: i64 = 5000;
     let db = pg().await;
     let name = unique("pg_once");
-    let setup = SinkSetup::new(&name).await;
-    // No key: a record written twice would be a second row.
+    let setup = SinkSetup::with_partitions(&name, partitions).await;
     db.batch_execute(&format!(
         "CREATE TABLE {name} (id bigint NOT NULL, payload text)"
     ))
@@ -239,23 +266,32 @@ async fn kill_9_mid_stream_neither_loses_nor_repeats_a_row() {
         &setup,
         &name,
         &name,
-        "    mode: insert\n    batch_max_records: 100\n",
+        &format!("    mode: insert\n    batch_max_records: 100\n    concurrency: {concurrency}\n"),
     );
-    let mut kills = 0;
-    for threshold in [600, 1800, 3000, 4200] {
+    for threshold in kills {
         let ferry = start_ferry("run", &cfg, Vec::new()).await;
         let deadline = Instant::now() + Duration::from_secs(240);
-        while stored_offset(&db, &name, &setup.topic).await.unwrap_or(0) < threshold {
+        while stored_total(&db, &name, &setup.topic).await < *threshold {
             assert!(Instant::now() < deadline, "no progress to {threshold}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (_, status) = stop_ferry(ferry, "KILL", Duration::from_secs(30)).await;
         assert_eq!(status.code(), None, "killed");
-        kills += 1;
     }
-    let at_last_kill = stored_offset(&db, &name, &setup.topic).await.unwrap_or(0);
+    let at_last_kill = stored_total(&db, &name, &setup.topic).await;
     let ferry = start_ferry("run", &cfg, Vec::new()).await;
-    wait_for_offset(&db, &name, &setup.topic, N).await;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let now = stored_total(&db, &name, &setup.topic).await;
+        if now == N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ferry_sink_offsets for {name} sum to {now}, expected {N}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let row = db
         .query_one(
             &format!("SELECT count(*), count(DISTINCT id), min(id), max(id) FROM {name}"),
@@ -268,7 +304,8 @@ async fn kill_9_mid_stream_neither_loses_nor_repeats_a_row() {
     assert_eq!(
         (count, distinct, min, max),
         (N, N, 0, N - 1),
-        "after {kills} kills (the last at offset {at_last_kill}): every record exactly once"
+        "after {} kills (the last at {at_last_kill} records): every record exactly once",
+        kills.len()
     );
     assert!(at_last_kill < N, "the last kill came mid-stream");
     finish(ferry, &db, &name, setup).await;

@@ -36,8 +36,13 @@ pub struct SinkSetup {
 
 impl SinkSetup {
     pub async fn new(topic: &str) -> Self {
+        Self::with_partitions(topic, 1).await
+    }
+
+    /// The same, the topic with `partitions` partitions.
+    pub async fn with_partitions(topic: &str, partitions: i32) -> Self {
         let broker = TestBroker::start().await;
-        create_topics(&broker.bootstrap, &[topic]).await;
+        create_topics_with(&broker.bootstrap, &[topic], partitions).await;
         Self {
             broker,
             dir: tempfile::tempdir().expect("dir"),
@@ -203,31 +208,56 @@ pub struct Letter {
 /// The offset `group` committed on partition 0 of `topic` (None: nothing).
 /// Blocking: async callers run it on a blocking thread.
 pub fn committed_offset(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
+    committed_offsets(bootstrap, group, topic, 1)
+        .into_iter()
+        .next()
+        .flatten()
+}
+
+/// The offsets `group` committed on partitions `0..partitions` of `topic`
+/// (None: nothing). Blocking.
+pub fn committed_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Option<i64>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
     let committed = c
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed offsets");
-    match committed.find_partition(topic, 0).map(|p| p.offset()) {
-        Some(Offset::Offset(o)) => Some(o),
-        _ => None,
-    }
+    (0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).map(|p| p.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect()
 }
 
 /// Creates `topics`, one partition each (tansu does not create topics on use).
 pub async fn create_topics(bootstrap: &str, topics: &[&str]) {
+    create_topics_with(bootstrap, topics, 1).await;
+}
+
+/// Creates `topics`, `partitions` each.
+pub async fn create_topics_with(bootstrap: &str, topics: &[&str], partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     let created = admin
         .create_topics(

@@ -1,7 +1,8 @@
 //! The runtime: the process lifecycle ([`process`]), shutdown
 //! ([`shutdown`]), and connectors: how config declares them
 //! ([`connectors`]), how each runs ([`source_task`], [`sink_task`]), where
-//! source positions live ([`offsets`]), and how failed tasks restart
+//! source positions live ([`offsets`]), how sinks write batches at once
+//! (`sink_lanes`), and how failed tasks restart
 //! ([`supervisor`]).
 
 pub mod connectors;
@@ -10,6 +11,7 @@ pub mod headers;
 pub mod offsets;
 pub mod process;
 pub mod shutdown;
+mod sink_lanes;
 pub mod sink_task;
 pub mod source_task;
 pub mod supervisor;

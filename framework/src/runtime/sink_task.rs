@@ -2,15 +2,39 @@
 //! only for what the sink acknowledged, give revoked partitions back only
 //! once nothing of theirs is being written.
 //!
-//! **Order.** One batch is in the sink at a time, so order per Kafka
-//! partition (and so per key) is kept.
+//! **Order.** With `concurrency: 1` (the default) one batch is in the
+//! sink at a time, so order per Kafka partition (and so per key) is kept.
+//! With `concurrency: N`, up to N batches are in the sink at once, each
+//! with a sink of its own, each of one partition: across partitions, and
+//! within a partition across keys. Records of one key stay in order: a
+//! key's next records wait until the batch holding its earlier ones is
+//! done ([`super::sink_lanes`]). A sink that keeps its offsets in its
+//! target is written one batch per partition at a time (its offsets say
+//! "everything before is written").
 //!
 //! **Offsets.** After each batch, each partition's offset is stored up to
-//! its first record that is not written, and a commit starts at once on a
-//! blocking thread while the next batch is written; the batch after that
-//! waits for it (librdkafka's `commit_interval` timer stays as an upper
-//! bound). So at most two batches are ever written and not committed, and
-//! a crash repeats at most the batch in the sink and the one before it.
+//! its lowest record that is not written, and a commit starts at once on a
+//! blocking thread while the next batch is written. With `concurrency: 1`
+//! the batch after that waits for it (librdkafka's `commit_interval` timer
+//! stays as an upper bound), so at most two batches are ever written and
+//! not committed, and a crash repeats at most the batch in the sink and
+//! the one before it. With `concurrency: N`, commits are coalesced (one at
+//! a time), and no batch is handed over while one fails, nor once the
+//! records written since the running one began plus those in the sink
+//! reach `max_in_flight_records`. Once a window (half of
+//! `max_in_flight_records`) of a partition's records after its lowest
+//! unwritten one are written, the partition is paused until it is down to
+//! half of that (what it holds still goes, its lowest unwritten record
+//! included): a key held up (a target refusing it, retried under
+//! `ordering: strict`) holds back its partition after a window, and the
+//! other partitions flow on while the held-up key's own records (for a
+//! sink whose lane is the partition, the partition's records) fit in the
+//! in-flight bound; once they fill it the sink waits, as in series. A
+//! crash repeats what lies between each partition's committed offset and
+//! the last record taken: at most 1.5 x `max_in_flight_records` per
+//! partition (its run-ahead: the window, and what it held when it reached
+//! it) plus 3 x `max_in_flight_records` in all (written during the last
+//! two commits, and held unwritten).
 //!
 //! **Failures.** A write that fails in a way that may pass (a 503, a
 //! timeout) is retried with backoff (`retry.initial_backoff` to
@@ -53,6 +77,7 @@
 use super::connectors::SinkFactory;
 use super::dead_letter::{Class, DeadLetters, Failure};
 use super::headers;
+use super::sink_lanes::{lane, Busy, Lane, Progress};
 use super::source_task::Exit;
 use super::supervisor::TaskHandle;
 use super::Shutdown;
@@ -69,7 +94,8 @@ use crate::sink::{BoxedSink, RecordOutcome, SinkContext, SinkRecord};
 use crate::telemetry::metrics as m;
 use base64::Engine;
 use futures::future::{BoxFuture, OptionFuture};
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -97,6 +123,9 @@ pub struct SinkSettings {
     pub drain_within: Duration,
     /// Retry backoff, ordering and dead-letter settings.
     pub resilience: ResilienceConfig,
+    /// Batches in the sink at once (each with a sink of its own); 1 writes
+    /// in series. See the module doc.
+    pub concurrency: usize,
     /// Topics the sink writes to Kafka (a processor such as `map`):
     /// created, with their value schemas registered, at startup, and
     /// handed to the sink in [`SinkContext::output`].
@@ -170,9 +199,20 @@ pub(crate) type DeadLetterFn = std::sync::Arc<
     dyn Fn(SinkRecord, Failure) -> BoxFuture<'static, Result<(), ConnectorError>> + Send + Sync,
 >;
 
-type Writing = BoxFuture<'static, Written>;
+/// A write in the sink: its id and what became of it.
+type Writing = BoxFuture<'static, (u64, Written)>;
 
-/// A revocation waiting for the batch in the sink.
+/// What the task knows of a write while it is in the sink.
+struct InFlight {
+    records: usize,
+    bytes: usize,
+    /// The first offset of each of its partitions.
+    partitions: BTreeMap<TopicPartition, i64>,
+    /// The lanes it holds.
+    lanes: Vec<Lane>,
+}
+
+/// A revocation waiting for the batches in the sink.
 struct Revoking {
     partitions: Vec<TopicPartition>,
     deadline: Instant,
@@ -184,7 +224,11 @@ pub(crate) async fn run(
     settings: &SinkSettings,
     env: SinkEnv<'_>,
 ) -> Result<Exit, ConnectorError> {
-    let sink = make()?;
+    let concurrency = settings.concurrency.max(1);
+    let mut idle = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        idle.push(make()?);
+    }
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     let consumer =
         KafkaConsumer::subscribe_coordinated(env.kafka, env.bootstrap, &settings.group_id, &topics)
@@ -199,7 +243,7 @@ pub(crate) async fn run(
             name: name.to_owned(),
             output: env.output.clone(),
         },
-        writing: None,
+        writing: FuturesUnordered::new(),
         dead_letter,
         name,
         make,
@@ -208,8 +252,18 @@ pub(crate) async fn run(
         codecs: env.codecs,
         handle: env.handle,
         target_offsets: None,
-        sink: Some(sink),
-        in_sink: None,
+        concurrency,
+        idle,
+        in_flight: BTreeMap::new(),
+        next_write: 0,
+        busy: Busy::default(),
+        progress: Progress::default(),
+        marked: BTreeMap::new(),
+        by_key: true,
+        stalled: false,
+        commit_wanted: false,
+        written_since_commit: 0,
+        held_back: BTreeSet::new(),
         buffer: VecDeque::new(),
         buffered_bytes: 0,
         oldest: None,
@@ -295,7 +349,7 @@ const COMMIT_RETRY_AFTER: Duration = Duration::from_millis(500);
 struct SinkTask<'a> {
     /// First, so it is dropped first: an attempt aborted mid-write stops
     /// writing before its consumer leaves the group.
-    writing: Option<Writing>,
+    writing: FuturesUnordered<Writing>,
     /// What the sink is opened with.
     ctx: SinkContext,
     dead_letter: DeadLetterFn,
@@ -308,11 +362,32 @@ struct SinkTask<'a> {
     handle: &'a TaskHandle,
     /// Where the sink keeps its offsets, if in its target.
     target_offsets: Option<std::sync::Arc<dyn crate::sink::TargetOffsets>>,
-    /// The sink, while no batch is being written (the write owns it).
-    sink: Option<BoxedSink>,
-    /// Records and bytes of the batch in the sink, and the first offset of
-    /// each of its partitions.
-    in_sink: Option<(usize, usize, BTreeMap<TopicPartition, i64>)>,
+    /// `settings.concurrency`, at least 1.
+    concurrency: usize,
+    /// Sinks not writing (a write owns its sink): one per free slot.
+    idle: Vec<BoxedSink>,
+    /// The writes in the sink, by id.
+    in_flight: BTreeMap<u64, InFlight>,
+    next_write: u64,
+    /// Lanes with a write in the sink.
+    busy: Busy,
+    /// Per partition, which records taken are written.
+    progress: Progress,
+    /// Per partition, the last offset stored for commit.
+    marked: BTreeMap<TopicPartition, i64>,
+    /// Lanes are keys (false: partitions, for a sink keeping its offsets).
+    by_key: bool,
+    /// The last hand-over found nothing it could take: wait for a write to
+    /// finish or a record to arrive before trying again.
+    stalled: bool,
+    /// `concurrency > 1`: a write finished while a commit ran; commit again
+    /// when it ends.
+    commit_wanted: bool,
+    /// `concurrency > 1`: records written since the running commit began.
+    written_since_commit: usize,
+    /// `concurrency > 1`: partitions paused because they hold their window
+    /// (see `hold_back_if_past_window`).
+    held_back: BTreeSet<TopicPartition>,
     buffer: VecDeque<Entry>,
     buffered_bytes: usize,
     oldest: Option<Instant>,
@@ -352,42 +427,43 @@ impl SinkTask<'_> {
         stop_budget: Duration,
     ) -> Result<Exit, ConnectorError> {
         let name = self.name;
-        match self.sink.as_mut() {
-            Some(sink) => {
-                sink.0.open(&self.ctx).await?;
-                self.target_offsets = sink.0.target_offsets();
-            }
-            None => return Err(ConnectorError::internal("sink missing at open")),
+        for sink in &mut self.idle {
+            sink.0.open(&self.ctx).await?;
         }
+        self.target_offsets = self.idle.first().and_then(|s| s.0.target_offsets());
+        // A sink keeping its offsets in its target writes each partition in order.
+        self.by_key = self.target_offsets.is_none();
         let drain_within = self.settings.drain_within.min(stop_budget);
         let mut stopping: Option<Instant> = None;
         loop {
             while let Some(event) = self.consumer.next_rebalance() {
                 self.rebalanced(event, drain_within).await?;
             }
-            let (sink_records, sink_bytes) =
-                self.in_sink.as_ref().map_or((0, 0), |(r, b, _)| (*r, *b));
+            let (sink_records, sink_bytes) = self
+                .in_flight
+                .values()
+                .fold((0, 0), |(r, b), w| (r + w.records, b + w.bytes));
             let held = self.buffer.len() + sink_records;
             let held_bytes = self.buffered_bytes + sink_bytes;
             self.in_flight_gauge.set(held as f64);
 
-            // Not while partitions are being revoked; not with two commits
-            // unfinished (see `commits`); not once the group has declared
-            // this member's assignment lost (its revocation comes with the
-            // next poll).
-            let may_hand_over = self.writing.is_none()
+            // Not without a free sink; not while partitions are being
+            // revoked; not while commits lag (see `commits`); not once the
+            // group has declared this member's assignment lost (its
+            // revocation comes with the next poll).
+            let may_hand_over = !self.idle.is_empty()
                 && stopping.is_none()
                 && self.revoking.is_none()
-                && self.commits.len() <= 1
+                && self.commits_keep_up()
                 && !self.consumer.assignment_lost();
-            if self.writing.is_none() {
-                if stopping.is_some() {
-                    return Ok(Exit::Stopped);
+            if self.writing.is_empty() && stopping.is_some() {
+                return Ok(Exit::Stopped);
+            }
+            if may_hand_over && !self.stalled && self.batch_due() {
+                if !self.hand_over_batch() {
+                    self.stalled = true;
                 }
-                if may_hand_over && self.batch_due() {
-                    self.hand_over_batch();
-                    continue;
-                }
+                continue;
             }
 
             // Backpressure: stop taking records at the bound; pause the
@@ -433,7 +509,7 @@ impl SinkTask<'_> {
             // otherwise the loop wakes on what it waits for (a write, a
             // commit, a record) or on a slow tick, never in a busy loop.
             let wake = match self.oldest {
-                Some(t) if may_hand_over => t + s.batch_max_wait,
+                Some(t) if may_hand_over && !self.stalled => t + s.batch_max_wait,
                 _ => Instant::now() + Duration::from_secs(1),
             };
             let give_up = match (stopping, &self.revoking) {
@@ -441,8 +517,7 @@ impl SinkTask<'_> {
                 (None, Some(r)) => Some(r.deadline),
                 (None, None) => None,
             };
-            let is_writing = self.writing.is_some();
-            let writing = OptionFuture::from(self.writing.as_mut());
+            let is_writing = !self.writing.is_empty();
             let next_resume = self.delayed.values().map(|(_, at)| *at).min();
             tokio::select! {
                 _ = tokio::time::sleep_until(next_resume.unwrap_or(wake)), if next_resume.is_some() => {
@@ -462,9 +537,8 @@ impl SinkTask<'_> {
                         self.release(&r.partitions).await?;
                     }
                 }
-                Some(done) = writing, if is_writing => {
-                    self.writing = None;
-                    self.written(done).await?;
+                Some((id, done)) = self.writing.next(), if is_writing => {
+                    self.written(id, done).await?;
                 }
                 Some(done) = OptionFuture::from(self.commits.front_mut()), if !self.commits.is_empty() => {
                     self.commits.pop_front();
@@ -474,7 +548,12 @@ impl SinkTask<'_> {
                         Err(e) => Some(e.to_string()),
                     };
                     match failed {
-                        None => self.commit_failures = 0,
+                        None => {
+                            self.commit_failures = 0;
+                            if std::mem::take(&mut self.commit_wanted) {
+                                self.start_commit();
+                            }
+                        }
                         Some(e) => {
                             self.commit_failures += 1;
                             if self.commit_failures >= MAX_COMMIT_FAILURES {
@@ -503,18 +582,24 @@ impl SinkTask<'_> {
                                 .retry_topics
                                 .get(msg.topic())
                                 .and_then(|delay| not_yet(&msg, *delay));
-                            if self.revoked.contains(&tp) || self.delayed.contains_key(&tp) {
+                            if self.revoked.contains(&tp)
+                                || self.delayed.contains_key(&tp)
+                                || self.held_back.contains(&tp)
+                            {
                                 // A revoked partition's records belong to its
                                 // new owner; those prefetched behind a head
-                                // that waits are read again after the wait.
+                                // that waits (or a partition held back) are
+                                // read again after the wait.
                             } else if let Some(wait) = wait {
                                 self.delay(tp, msg.offset(), wait)?;
                             } else {
-                                self.next_offsets.insert(tp, msg.offset() + 1);
+                                self.next_offsets.insert(tp.clone(), msg.offset() + 1);
                                 let entry = decode(self.codecs, &msg).await?;
                                 self.buffered_bytes += entry.size();
                                 self.oldest.get_or_insert_with(Instant::now);
+                                self.progress.taken(&tp, msg.offset());
                                 self.buffer.push_back(entry);
+                                self.stalled = false;
                             }
                         }
                         Received::Transient(e) => self.transient(&e)?,
@@ -535,103 +620,253 @@ impl SinkTask<'_> {
                 || matches!(self.buffer.back(), Some(Entry::Undecodable { .. })))
     }
 
-    /// Moves the records at the head of the buffer (up to an undecodable
-    /// one) into a write; an undecodable record at the head goes to the
-    /// dead-letter topic instead, in its turn.
-    fn hand_over_batch(&mut self) {
-        let Some(sink) = self.sink.take() else {
-            return;
-        };
-        if matches!(self.buffer.front(), Some(Entry::Undecodable { .. })) {
-            if let Some(Entry::Undecodable { record, error }) = self.buffer.pop_front() {
-                let size = record.size();
-                self.buffered_bytes = self.buffered_bytes.saturating_sub(size);
-                if self.buffer.is_empty() {
-                    self.oldest = None;
-                }
-                let partitions =
-                    BTreeMap::from([((record.topic.clone(), record.partition), record.offset)]);
-                self.in_sink = Some((1, size, partitions));
-                let dead_letter = std::sync::Arc::clone(&self.dead_letter);
-                self.writing = Some(
-                    async move {
-                        let now = now_millis();
-                        let failure = Failure {
-                            class: Class::Decode,
-                            error,
-                            attempts: 0,
-                            first_ms: now,
-                            last_ms: now,
-                        };
-                        match dead_letter(record.clone(), failure).await {
-                            Ok(()) => Written {
-                                sink,
-                                batch: vec![record],
-                                written: vec![true],
-                                dead: 1,
-                                fatal: None,
-                            },
-                            Err(e) => Written {
-                                sink,
-                                batch: vec![record],
-                                written: vec![false],
-                                dead: 0,
-                                fatal: Some((0, e)),
-                            },
-                        }
-                    }
-                    .boxed(),
-                );
-            }
-            return;
+    /// Whether commits keep up enough for another hand-over: with
+    /// `concurrency: 1`, at most one unfinished; else none failing, and
+    /// fewer than `max_in_flight_records` records written since the
+    /// running one began or in the sink (see the module doc).
+    fn commits_keep_up(&self) -> bool {
+        if self.concurrency == 1 {
+            self.commits.len() <= 1
+        } else {
+            let in_sink: usize = self.in_flight.values().map(|w| w.records).sum();
+            self.commit_failures == 0
+                && self.written_since_commit + in_sink < self.settings.max_in_flight_records
         }
+    }
+
+    /// `concurrency > 1`: how many records a partition may have written
+    /// past its lowest unwritten one (see the module doc): half the
+    /// in-flight bound.
+    fn window(&self) -> usize {
+        (self.settings.max_in_flight_records / 2).max(1)
+    }
+
+    /// `concurrency > 1`: pauses each of `partitions` that ran a window
+    /// ahead of its lowest unwritten record (a record of it is held up and
+    /// others pile up behind it), so the other partitions keep the rest of
+    /// the in-flight bound.
+    fn hold_back_past_window(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<(), ConnectorError> {
+        if self.concurrency == 1 {
+            return Ok(());
+        }
+        let window = self.window();
+        for tp in partitions {
+            if self.held_back.contains(tp) || self.progress.ahead(tp) < window {
+                continue;
+            }
+            self.consumer
+                .pause(std::slice::from_ref(tp), true)
+                .map_err(|e| {
+                    ConnectorError::internal(format!("pausing a partition held back: {e}"))
+                })?;
+            tracing::debug!(connector = self.name, partition = ?tp, "partition held back: a record of it is not written yet and a window of records after it is");
+            self.held_back.insert(tp.clone());
+        }
+        Ok(())
+    }
+
+    /// Resumes the partitions held back that are down to half their
+    /// window, from the record after the last one taken (pausing dropped
+    /// what librdkafka had fetched).
+    async fn let_go_held_back(&mut self) -> Result<(), ConnectorError> {
+        let half = self.window() / 2;
+        let ready: Vec<TopicPartition> = self
+            .held_back
+            .iter()
+            .filter(|tp| self.progress.ahead(tp) <= half)
+            .cloned()
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let positions: Vec<(TopicPartition, i64)> = ready
+            .iter()
+            .filter_map(|tp| self.next_offsets.get(tp).map(|o| (tp.clone(), *o)))
+            .collect();
+        self.consumer
+            .seek(positions)
+            .await
+            .map_err(|e| ConnectorError::external(format!("seeking a partition held back: {e}")))?;
+        for tp in &ready {
+            self.held_back.remove(tp);
+        }
+        if !self.paused {
+            let resume: Vec<TopicPartition> = ready
+                .into_iter()
+                .filter(|tp| !self.delayed.contains_key(tp))
+                .collect();
+            self.consumer
+                .pause(&resume, false)
+                .map_err(|e| ConnectorError::internal(format!("resuming a partition: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a commit of every stored offset on a blocking thread.
+    fn start_commit(&mut self) {
+        self.written_since_commit = 0;
+        self.commits
+            .push_back(self.consumer.commit_in_background(Duration::ZERO));
+    }
+
+    /// The buffer's entries the next write takes, in order: an
+    /// undecodable record alone (it goes to the dead-letter topic), or a
+    /// batch of records. Skipped: records of a lane with a write in the
+    /// sink, and every later record of a skipped lane (so a lane stays in
+    /// order). In series, a batch is the head of the buffer up to an
+    /// undecodable record; with several sinks, a batch is of one partition
+    /// and takes about its share of the buffer.
+    fn pick(&self) -> Vec<usize> {
         let s = self.settings;
-        let mut batch = Vec::new();
+        let serial = self.concurrency == 1;
+        let most = if serial {
+            s.batch_max_records
+        } else {
+            // Leave something for the other free sinks.
+            self.buffer
+                .len()
+                .div_ceil(self.idle.len().max(1))
+                .clamp(1, s.batch_max_records.max(1))
+        };
+        let mut picked = Vec::new();
         let mut bytes = 0;
-        let mut partitions = BTreeMap::new();
-        while let Some(Entry::Record(r)) = self.buffer.front() {
-            if batch.len() >= s.batch_max_records
-                || (!batch.is_empty() && bytes + r.size() > s.batch_max_bytes)
+        let mut skipped: BTreeSet<Lane> = BTreeSet::new();
+        let mut partition: Option<(&str, i32)> = None;
+        for (i, entry) in self.buffer.iter().enumerate() {
+            let r = entry.record();
+            let l = lane(&r.topic, r.partition, r.raw_key.as_deref(), self.by_key);
+            if self.busy.contains(l) || skipped.contains(&l) {
+                skipped.insert(l);
+                continue;
+            }
+            if !serial && partition.is_some_and(|p| p != (r.topic.as_str(), r.partition)) {
+                continue;
+            }
+            if matches!(entry, Entry::Undecodable { .. }) {
+                if picked.is_empty() {
+                    picked.push(i);
+                    break;
+                }
+                if serial {
+                    break;
+                }
+                skipped.insert(l);
+                continue;
+            }
+            if picked.len() >= most || (!picked.is_empty() && bytes + r.size() > s.batch_max_bytes)
             {
                 break;
             }
-            let Some(Entry::Record(r)) = self.buffer.pop_front() else {
-                break;
-            };
+            bytes += r.size();
+            partition.get_or_insert((r.topic.as_str(), r.partition));
+            picked.push(i);
+        }
+        picked
+    }
+
+    /// Takes the entries at `picked` (ascending) out of the buffer.
+    fn take(&mut self, picked: &[usize]) -> Vec<Entry> {
+        let prefix = picked.last().is_some_and(|last| last + 1 == picked.len());
+        let taken: Vec<Entry> = if prefix {
+            self.buffer.drain(..picked.len()).collect()
+        } else {
+            let mut taken = Vec::with_capacity(picked.len());
+            let mut rest = VecDeque::with_capacity(self.buffer.len());
+            let mut next = picked.iter().peekable();
+            for (i, e) in self.buffer.drain(..).enumerate() {
+                if next.peek() == Some(&&i) {
+                    next.next();
+                    taken.push(e);
+                } else {
+                    rest.push_back(e);
+                }
+            }
+            self.buffer = rest;
+            taken
+        };
+        let bytes: usize = taken.iter().map(Entry::size).sum();
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
+        let dead_letter = matches!(taken.first(), Some(Entry::Undecodable { .. }));
+        if self.buffer.is_empty() {
+            self.oldest = None;
+        } else if !dead_letter {
+            // The records behind a dead letter keep their wait.
+            self.oldest = Some(Instant::now());
+        }
+        taken
+    }
+
+    /// Hands the next write to a free sink (see [`Self::pick`]); false if
+    /// nothing could be taken.
+    fn hand_over_batch(&mut self) -> bool {
+        let picked = self.pick();
+        if picked.is_empty() {
+            return false;
+        }
+        let Some(sink) = self.idle.pop() else {
+            return false;
+        };
+        let entries = self.take(&picked);
+        let mut partitions = BTreeMap::new();
+        let mut lanes = Vec::new();
+        let mut bytes = 0;
+        for e in &entries {
+            let r = e.record();
             bytes += r.size();
             partitions
                 .entry((r.topic.clone(), r.partition))
                 .or_insert(r.offset);
-            batch.push(r);
+            let l = lane(&r.topic, r.partition, r.raw_key.as_deref(), self.by_key);
+            if !lanes.contains(&l) {
+                lanes.push(l);
+            }
         }
-        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
-        self.oldest = if self.buffer.is_empty() {
-            None
-        } else {
-            Some(Instant::now())
-        };
-        if batch.is_empty() {
-            self.sink = Some(sink);
-            return;
+        self.busy.hold(&lanes);
+        let id = self.next_write;
+        self.next_write += 1;
+        self.in_flight.insert(
+            id,
+            InFlight {
+                records: entries.len(),
+                bytes,
+                partitions,
+                lanes,
+            },
+        );
+        let mut records = Vec::with_capacity(entries.len());
+        let mut undecodable = None;
+        for e in entries {
+            match e {
+                Entry::Record(r) => records.push(r),
+                Entry::Undecodable { record, error } => undecodable = Some((record, error)),
+            }
         }
-        self.in_sink = Some((batch.len(), bytes, partitions));
-        self.writing = Some(
-            write_with_retry(
+        let dead_letter = std::sync::Arc::clone(&self.dead_letter);
+        let write = match undecodable {
+            Some((record, error)) => {
+                dead_letter_undecodable(sink, record, error, dead_letter).boxed()
+            }
+            None => write_with_retry(
                 self.name.to_owned(),
                 sink,
-                batch,
-                std::sync::Arc::clone(&self.dead_letter),
-                s.resilience.clone(),
+                records,
+                dead_letter,
+                self.settings.resilience.clone(),
                 self.retry_topics.keys().cloned().collect(),
                 self.handle.clone(),
             )
             .boxed(),
-        );
+        };
+        self.writing.push(write.map(move |w| (id, w)).boxed());
+        true
     }
 
     /// A write finished: store what it wrote, then finish a revocation
     /// that waited for it.
-    async fn written(&mut self, done: Written) -> Result<(), ConnectorError> {
+    async fn written(&mut self, id: u64, done: Written) -> Result<(), ConnectorError> {
         let Written {
             sink,
             batch,
@@ -639,35 +874,52 @@ impl SinkTask<'_> {
             dead,
             fatal,
         } = done;
-        self.sink = Some(sink);
-        self.in_sink = None;
+        self.idle.push(sink);
+        self.stalled = false;
+        let touched: Vec<TopicPartition> = match self.in_flight.remove(&id) {
+            Some(w) => {
+                self.busy.free(&w.lanes);
+                w.partitions.into_keys().collect()
+            }
+            None => Vec::new(),
+        };
         let count = written.iter().filter(|w| **w).count().saturating_sub(dead);
         metrics::counter!(m::SINK_RECORDS_TOTAL, "connector" => self.name.to_owned())
             .increment(count as u64);
-        // Per partition, the offset of the last record of an unbroken
-        // written prefix.
-        let mut upto: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        let mut broken: BTreeSet<TopicPartition> = BTreeSet::new();
         for (r, ok) in batch.iter().zip(&written) {
-            let tp = (r.topic.clone(), r.partition);
-            if broken.contains(&tp) {
-                continue;
-            }
             if *ok {
-                upto.insert(tp, r.offset);
-            } else {
-                broken.insert(tp);
+                self.progress
+                    .written(&(r.topic.clone(), r.partition), r.offset);
             }
         }
-        for ((topic, partition), offset) in &upto {
-            if let Err(e) = self.consumer.mark_position(topic, *partition, *offset) {
+        self.written_since_commit += written.iter().filter(|w| **w).count();
+        // Each partition's position: its lowest record not written.
+        for tp in &touched {
+            let Some(next) = self
+                .progress
+                .lowest_unwritten(tp)
+                .or_else(|| self.next_offsets.get(tp).copied())
+            else {
+                continue;
+            };
+            let last = next - 1;
+            if self.marked.get(tp).is_some_and(|m| *m >= last) {
+                continue;
+            }
+            self.marked.insert(tp.clone(), last);
+            if let Err(e) = self.consumer.mark_position(&tp.0, tp.1, last) {
                 // The partition is no longer ours: its new owner reads from
                 // the last commit (a repeat, never a loss).
                 tracing::warn!(connector = self.name, error = %e, "storing a sink offset failed");
             }
         }
-        self.commits
-            .push_back(self.consumer.commit_in_background(Duration::ZERO));
+        if self.concurrency == 1 || self.commits.is_empty() {
+            self.start_commit();
+        } else {
+            self.commit_wanted = true;
+        }
+        self.hold_back_past_window(&touched)?;
+        self.let_go_held_back().await?;
         if let Some((i, error)) = fatal {
             let at = batch.get(i).map_or_else(String::new, SinkRecord::at);
             metrics::counter!(m::SINK_ERRORS_TOTAL, "connector" => self.name.to_owned(), "stage" => "sending")
@@ -680,10 +932,23 @@ impl SinkTask<'_> {
                 ..error
             });
         }
-        if let Some(r) = self.revoking.take() {
-            self.release(&r.partitions).await?;
+        let released = self
+            .revoking
+            .as_ref()
+            .is_some_and(|r| !self.writing_any(&r.partitions));
+        if released {
+            if let Some(r) = self.revoking.take() {
+                self.release(&r.partitions).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether a write in the sink holds records of any of `partitions`.
+    fn writing_any(&self, partitions: &[TopicPartition]) -> bool {
+        self.in_flight
+            .values()
+            .any(|w| partitions.iter().any(|tp| w.partitions.contains_key(tp)))
     }
 
     /// For a sink that keeps its offsets in its target: moves each of
@@ -706,6 +971,10 @@ impl SinkTask<'_> {
         self.buffered_bytes = self.buffer.iter().map(Entry::size).sum();
         if self.buffer.is_empty() {
             self.oldest = None;
+        }
+        for tp in &moved {
+            self.progress.forget(tp);
+            self.marked.remove(tp);
         }
         self.consumer.seek(kept.clone()).await.map_err(|e| {
             ConnectorError::external(format!("seeking to the target's offsets: {e}"))
@@ -740,10 +1009,7 @@ impl SinkTask<'_> {
                 let dropped = self.drop_buffered(&partitions);
                 metrics::counter!(m::SINK_RECORDS_RELEASED_TOTAL, "connector" => self.name.to_owned())
                     .increment(dropped as u64);
-                let in_sink = self
-                    .in_sink
-                    .as_ref()
-                    .is_some_and(|(_, _, tps)| partitions.iter().any(|tp| tps.contains_key(tp)));
+                let in_sink = self.writing_any(&partitions);
                 if lost && in_sink {
                     tracing::warn!(connector = self.name, ?partitions, "partitions lost (the group gave them away) while a batch was being written; the batch is abandoned");
                     self.abandon().await?;
@@ -778,37 +1044,56 @@ impl SinkTask<'_> {
         Ok(())
     }
 
-    /// Drops the write in flight (its records count as not written; the
-    /// ones of partitions still ours are taken again from their offsets) and
-    /// builds a fresh sink in place of the one the write owned.
+    /// Drops every write in the sink (their records count as not
+    /// written) and builds fresh sinks in place of the ones they owned.
+    /// Each partition they touched that is still ours is read again from
+    /// its lowest unwritten record: what was written after it is written
+    /// again, in order (a repeat, never a reorder or a loss).
     async fn abandon(&mut self) -> Result<(), ConnectorError> {
-        let Some((_, _, partitions)) = self.in_sink.take() else {
+        if self.in_flight.is_empty() {
             return Ok(());
-        };
-        self.writing = None;
-        let mut sink = (self.make)()?;
-        sink.0.open(&self.ctx).await?;
-        self.target_offsets = sink.0.target_offsets();
-        self.sink = Some(sink);
-        // Everything before the batch is written (batches complete in order);
-        // what was taken after it is dropped: fetch each of its partitions
-        // that is still ours again from the batch's first record.
-        let positions: Vec<(TopicPartition, i64)> = partitions
-            .into_iter()
-            .filter(|(tp, _)| !self.revoked.contains(tp))
+        }
+        self.writing = FuturesUnordered::new();
+        self.busy.clear();
+        self.stalled = false;
+        let touched: BTreeSet<TopicPartition> = std::mem::take(&mut self.in_flight)
+            .into_values()
+            .flat_map(|w| w.partitions.into_keys())
             .collect();
-        for (tp, offset) in &positions {
+        while self.idle.len() < self.concurrency {
+            let mut sink = (self.make)()?;
+            sink.0.open(&self.ctx).await?;
+            self.idle.push(sink);
+        }
+        if let Some(keeper) = self.idle.last().and_then(|s| s.0.target_offsets()) {
+            self.target_offsets = Some(keeper);
+        }
+        let mut positions: Vec<(TopicPartition, i64)> = Vec::new();
+        for tp in touched {
+            if self.revoked.contains(&tp) {
+                continue;
+            }
+            let Some(offset) = self.progress.lowest_unwritten(&tp) else {
+                continue;
+            };
             self.buffer
-                .retain(|e| !e.in_partitions(std::slice::from_ref(tp)));
-            self.next_offsets.insert(tp.clone(), *offset);
+                .retain(|e| !e.in_partitions(std::slice::from_ref(&tp)));
+            self.progress.forget(&tp);
+            self.next_offsets.insert(tp.clone(), offset);
+            if self.held_back.remove(&tp) && !self.paused && !self.delayed.contains_key(&tp) {
+                self.consumer
+                    .pause(std::slice::from_ref(&tp), false)
+                    .map_err(|e| ConnectorError::internal(format!("resuming a partition: {e}")))?;
+            }
             // A retry topic's partition that paused at a later record since
             // resumes from the abandoned batch's record instead.
-            if let Some(d) = self.delayed.get_mut(tp) {
-                if *offset < d.0 {
+            if let Some(d) = self.delayed.get_mut(&tp) {
+                if offset < d.0 {
                     // ... and at once: that record's time had come.
-                    *d = (*offset, Instant::now());
+                    *d = (offset, Instant::now());
                 }
             }
+            positions.push((tp, offset));
         }
         self.buffered_bytes = self.buffer.iter().map(Entry::size).sum();
         if self.buffer.is_empty() {
@@ -838,6 +1123,9 @@ impl SinkTask<'_> {
         for tp in partitions {
             self.delayed.remove(tp);
             self.next_offsets.remove(tp);
+            self.progress.forget(tp);
+            self.marked.remove(tp);
+            self.held_back.remove(tp);
             self.revoked.insert(tp.clone());
         }
     }
@@ -865,7 +1153,7 @@ impl SinkTask<'_> {
         // Retry topics' partitions waiting for their time stay paused.
         let assigned: Vec<TopicPartition> = assigned
             .into_iter()
-            .filter(|tp| pause || !self.delayed.contains_key(tp))
+            .filter(|tp| pause || !(self.delayed.contains_key(tp) || self.held_back.contains(tp)))
             .collect();
         self.consumer
             .pause(&assigned, pause)
@@ -909,7 +1197,11 @@ impl SinkTask<'_> {
             .await
             .map_err(|e| ConnectorError::external(format!("seeking a retry topic: {e}")))?;
         if !self.paused {
-            let partitions: Vec<TopicPartition> = due.into_iter().map(|(tp, _)| tp).collect();
+            let partitions: Vec<TopicPartition> = due
+                .into_iter()
+                .map(|(tp, _)| tp)
+                .filter(|tp| !self.held_back.contains(tp))
+                .collect();
             self.consumer
                 .pause(&partitions, false)
                 .map_err(|e| ConnectorError::internal(format!("resuming a retry topic: {e}")))?;
@@ -944,6 +1236,40 @@ impl SinkTask<'_> {
             tracing::warn!(connector = self.name, error = %e, "Kafka consumer error; librdkafka recovers by itself, the sink carries on");
         }
         Ok(())
+    }
+}
+
+/// Sends a record that cannot be decoded to the dead-letter topic, in its
+/// turn; it counts as written once Kafka has it.
+async fn dead_letter_undecodable(
+    sink: BoxedSink,
+    record: SinkRecord,
+    error: ConnectorError,
+    dead_letter: DeadLetterFn,
+) -> Written {
+    let now = now_millis();
+    let failure = Failure {
+        class: Class::Decode,
+        error,
+        attempts: 0,
+        first_ms: now,
+        last_ms: now,
+    };
+    match dead_letter(record.clone(), failure).await {
+        Ok(()) => Written {
+            sink,
+            batch: vec![record],
+            written: vec![true],
+            dead: 1,
+            fatal: None,
+        },
+        Err(e) => Written {
+            sink,
+            batch: vec![record],
+            written: vec![false],
+            dead: 0,
+            fatal: Some((0, e)),
+        },
     }
 }
 

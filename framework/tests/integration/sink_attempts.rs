@@ -97,6 +97,7 @@ async fn a_failed_attempt_stops_its_write_before_the_next_attempt_starts() {
         max_in_flight_bytes: 1 << 20,
         drain_within: Duration::from_secs(5),
         resilience: ferry::resilience::ResilienceConfig::default(),
+        concurrency: 1,
         outputs: Vec::new(),
     };
     running

@@ -45,6 +45,12 @@ pub struct HttpSinkConfig {
     /// name>`, i.e. `ferry-sink-<name>`).
     #[serde(default)]
     pub group_id: Option<String>,
+    /// Batches (one request each, or with `batch` one request per batch)
+    /// in flight at once: across partitions and, within a partition,
+    /// across keys; a key's records are still sent in order. 1 (the
+    /// default) sends in series.
+    #[serde(default = "one")]
+    pub concurrency: usize,
     /// Records held in memory before consumption pauses.
     #[serde(default = "thousand")]
     pub max_in_flight_records: usize,
@@ -100,6 +106,9 @@ fn hundred_ms() -> Duration {
 }
 fn thousand() -> usize {
     1000
+}
+fn one() -> usize {
+    1
 }
 fn hundred() -> usize {
     100

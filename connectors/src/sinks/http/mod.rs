@@ -136,6 +136,7 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
         max_in_flight_bytes: cfg.max_in_flight_bytes,
         drain_within: resilience.timeout + Duration::from_secs(5),
         resilience: resilience.clone(),
+        concurrency: crate::plan::concurrency(ctx, cfg.concurrency)?,
         outputs: Vec::new(),
     };
     let name = ctx.spec.name.clone();

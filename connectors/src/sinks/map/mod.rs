@@ -70,6 +70,9 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
         max_in_flight_bytes: 32 << 20,
         drain_within: Duration::from_secs(30),
         resilience,
+        // Kafka takes batches as fast as they come; in series keeps the
+        // output in the input's order.
+        concurrency: 1,
         outputs: vec![output],
     };
     let (name, to, transform) = (ctx.spec.name.clone(), cfg.to.clone(), compiled.transform);

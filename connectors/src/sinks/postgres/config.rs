@@ -59,9 +59,14 @@ pub struct PostgresSinkConfig {
     /// Consumer group (default `<kafka.consumer.group_id>-sink-<name>`).
     #[serde(default)]
     pub group_id: Option<String>,
-    /// Connections kept open to the database.
+    /// Connections kept open to the database, per concurrent batch.
     #[serde(default = "two")]
     pub pool_size: usize,
+    /// Batches written at once, each of one partition (a partition is
+    /// written in order, one batch at a time: its offset in
+    /// `ferry_sink_offsets` says everything before it is in the table).
+    #[serde(default = "one")]
+    pub concurrency: usize,
     /// Set from the connector's `timeout` when planned: the longest a
     /// statement may run or wait for a lock (`statement_timeout`,
     /// `lock_timeout`), so a write blocked by another session fails, is
@@ -96,6 +101,9 @@ fn five_hundred() -> usize {
 }
 fn two() -> usize {
     2
+}
+fn one() -> usize {
+    1
 }
 fn hundred_ms() -> Duration {
     Duration::from_millis(100)

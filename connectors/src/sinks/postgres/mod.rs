@@ -52,22 +52,35 @@ pub fn plan(ctx: &Context<'_>) -> Result<Planned, ConfigError> {
             format!("`{dlq}` is also the sink's `topic`: records would loop back"),
         ));
     }
+    let concurrency = crate::plan::concurrency(ctx, cfg.concurrency)?;
     let settings = SinkSettings {
         topics: vec![cfg.topic.clone()],
         group_id: ctx.sink_group(cfg.group_id.as_deref()),
         batch_max_records: cfg.batch_max_records,
         batch_max_bytes: 16 << 20,
         batch_max_wait: cfg.batch_max_wait,
-        max_in_flight_records: (cfg.batch_max_records * 2).max(1000),
+        // A batch for each concurrent write and one filling.
+        max_in_flight_records: cfg
+            .batch_max_records
+            .saturating_mul(concurrency + 1)
+            .max(1000),
         max_in_flight_bytes: 64 << 20,
         drain_within: resilience.timeout + Duration::from_secs(5),
         resilience,
+        concurrency,
         outputs: Vec::new(),
     };
     let name = ctx.spec.name.clone();
+    let shared = sink::SharedOffsets::default();
     Ok(Planned::Sink {
         settings: Box::new(settings),
-        make: Arc::new(move || Ok(BoxedSink::new(sink::PostgresSink::new(&name, cfg.clone())?))),
+        make: Arc::new(move || {
+            Ok(BoxedSink::new(sink::PostgresSink::sharing(
+                &name,
+                cfg.clone(),
+                &shared,
+            )?))
+        }),
     })
 }
 

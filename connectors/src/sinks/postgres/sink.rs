@@ -54,6 +54,10 @@ enum Failed {
     Other(ConnectorError),
 }
 
+/// The offsets the sinks of one connector alive at once share (see
+/// [`PostgresSink::sharing`]).
+pub type SharedOffsets = Arc<std::sync::Mutex<std::sync::Weak<Offsets>>>;
+
 pub struct PostgresSink {
     cfg: PostgresSinkConfig,
     table: TableName,
@@ -67,10 +71,36 @@ pub struct PostgresSink {
 impl PostgresSink {
     /// Builds the pool (no connection yet).
     pub fn new(name: &str, cfg: PostgresSinkConfig) -> Result<Self, ConnectorError> {
+        Self::sharing(name, cfg, &SharedOffsets::default())
+    }
+
+    /// Builds the pool (no connection yet); the offsets' cursors are
+    /// shared with the other sinks of `shared` alive at the time (the
+    /// first one sets them up). The runtime writes a partition with one
+    /// sink at a time, so the sinks one attempt of a connector writes with
+    /// at once (`concurrency`) can share what each partition's cursor is;
+    /// a new attempt, once the last one's sinks are gone, starts afresh.
+    pub fn sharing(
+        name: &str,
+        cfg: PostgresSinkConfig,
+        shared: &SharedOffsets,
+    ) -> Result<Self, ConnectorError> {
         let table =
             TableName::parse(&cfg.table).map_err(|m| ConnectorError::user(m).for_connector())?;
         let pool = pool(&cfg)?;
-        let offsets = Offsets::new(pool.clone(), name, &table.to_string());
+        let offsets = {
+            let mut alive = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match alive.upgrade() {
+                Some(offsets) => offsets,
+                None => {
+                    let offsets = Offsets::new(pool.clone(), name, &table.to_string());
+                    *alive = Arc::downgrade(&offsets);
+                    offsets
+                }
+            }
+        };
         Ok(Self {
             cfg,
             table,
@@ -147,10 +177,16 @@ impl PostgresSink {
             Mode::Insert => Vec::new(),
         };
         let ddl = sql::create_table(&self.table, columns, &keys);
-        client
-            .batch_execute(&ddl)
-            .await
-            .map_err(|e| classify::connector_error("creating it", &shown, &e))?;
+        if let Err(e) = client.batch_execute(&ddl).await {
+            // Another of the connector's sinks created it at the same time.
+            let raced = matches!(
+                e.code().map(tokio_postgres::error::SqlState::code),
+                Some("23505" | "42P07")
+            );
+            if !raced {
+                return Err(classify::connector_error("creating it", &shown, &e));
+            }
+        }
         tracing::info!(table = %shown, columns = columns.len(), "created the sink's table from the first record");
         self.layout = table::read(client, &self.table, &self.cfg).await?;
         if self.layout.is_none() {
