@@ -17,28 +17,15 @@
 //! an `http` sink against a target that never answers; its peak resident
 //! memory is sampled from /proc for 30 s after the sink pauses.
 
+#[path = "support/broker.rs"]
+mod broker;
+use broker::{
+    config, free, metric, random_text, raw_consume, raw_produce, run_until, start, topic,
+};
 use ferry::kafka::{BrokerStorage, DevBroker};
-use ferry::runtime::{BrokerMode, Running};
 use ferry_connectors::demo::{Demo, DemoApi};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-fn free() -> SocketAddr {
-    ferry_testkit::free_addr()
-}
-
-/// The sum of a metric's series whose labels contain `label`.
-fn metric(name: &str, label: &str) -> f64 {
-    ferry::telemetry::metrics::install()
-        .render()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// Median and spread of a variant's runs.
 fn summary(rates: &[f64]) -> (f64, f64, f64) {
@@ -58,99 +45,16 @@ fn summary(rates: &[f64]) -> (f64, f64, f64) {
     )
 }
 
-/// Produces `n` records, cycling through `values`.
-async fn raw_produce(bootstrap: &str, topic: &str, n: usize, values: &[Vec<u8>]) -> f64 {
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()
-        .expect("producer");
-    let keys: Vec<String> = (0..n).map(|i| format!("c{i:07}")).collect();
-    let t = Instant::now();
-    let mut pending = Vec::with_capacity(1000);
-    for (i, key) in keys.iter().enumerate() {
-        pending.push(
-            p.send(
-                FutureRecord::to(topic)
-                    .key(key)
-                    .payload(&values[i % values.len()]),
-                Duration::from_secs(60),
-            ),
-        );
-        if pending.len() == 1000 {
-            for r in futures::future::join_all(pending.drain(..)).await {
-                r.expect("acked");
-            }
-        }
-    }
-    for r in futures::future::join_all(pending).await {
-        r.expect("acked");
-    }
-    n as f64 / t.elapsed().as_secs_f64()
-}
-
-fn raw_consume(bootstrap: &str, topic: &str, n: usize) -> f64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("bench-raw-{topic}"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    c.subscribe(&[topic]).expect("subscribe");
-    let t = Instant::now();
-    let mut got = 0;
-    while got < n {
-        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
-            got += 1;
-        }
-    }
-    n as f64 / t.elapsed().as_secs_f64()
-}
-
-fn config(
-    dir: &std::path::Path,
-    bootstrap: &str,
-    api: SocketAddr,
-    connectors: &str,
-) -> std::path::PathBuf {
-    let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas");
-    let text = format!(
-        "data_dir: {}\nkafka:\n  bootstrap_servers: \"{bootstrap}\"\nadmin:\n  listen: \"{}\"\nschema_registry:\n  listen: \"{}\"\n  schemas_dir: {schemas}\nlog:\n  level: warn\nconnectors:\n{connectors}",
-        dir.display(),
-        free(),
-        free()
-    );
-    let connectors = text.replace("{api}", &api.to_string());
-    let path = dir.join(format!("ferry-{}.yaml", uuid::Uuid::new_v4()));
-    std::fs::write(&path, connectors).expect("config");
-    path
+/// The `connectors:` section from `template`, for run `run` against `api`.
+fn connectors(template: &str, run: usize, api: SocketAddr) -> String {
+    let connectors = template
+        .replace("{run}", &run.to_string())
+        .replace("{api}", &api.to_string());
+    format!("connectors:\n{connectors}")
 }
 
 const SOURCE: &str = "  - name: crm{run}\n    type: http_poll\n    url: http://{api}/contacts\n    topic: bench.contacts.{run}\n    interval: 1s\n    items: /data\n    key: /id\n    query:\n      limit: 1000\n    pagination:\n      type: cursor\n      from: /next_cursor\n      param: cursor\n    incremental:\n      field: /updated_at\n      param: updated_since\n";
 const SINK: &str = "  - name: target{run}\n    type: http\n    topic: bench.contacts.{run}\n    method: PUT\n    url: http://{api}/target/contacts/{{ key }}\n    body: payload\n";
-
-async fn run_until(path: &std::path::Path, done: impl Fn() -> bool) -> Duration {
-    let mut config = ferry::config::load(path).expect("config loads");
-    ferry::telemetry::logging::init(&config.log);
-    let planned = ferry_connectors::registry::plan_all(&mut config, "bench").expect("plans");
-    let mut running = Running::start(&config, "bench", BrokerMode::External)
-        .await
-        .expect("starts");
-    let t = Instant::now();
-    running
-        .start_connectors(planned)
-        .await
-        .expect("connectors start");
-    while !done() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let took = t.elapsed();
-    running.shutdown().await.expect("stops");
-    took
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -165,15 +69,6 @@ async fn main() {
     let bootstrap = broker.bootstrap_servers();
     let admin = ferry::kafka::KafkaAdmin::new(&ferry::kafka::KafkaConfig::default(), &bootstrap)
         .expect("admin");
-    let spec = ferry::config::TopicSpec {
-        name: "bench.raw".into(),
-        partitions: std::num::NonZeroU32::new(3).expect("3"),
-        replication_factor: None,
-        config: Default::default(),
-        value_schema: None,
-        key_schema: None,
-    };
-
     let api = DemoApi::serve(free(), Demo::default())
         .await
         .expect("demo API");
@@ -195,23 +90,16 @@ async fn main() {
     for run in 0..runs {
         let raw_topic = format!("bench.raw.{run}");
         admin
-            .ensure_topic(&ferry::config::TopicSpec {
-                name: raw_topic.clone(),
-                ..spec.clone()
-            })
+            .ensure_topic(&topic(&raw_topic, 3))
             .await
             .expect("raw topic");
         let raw_p = raw_produce(&bootstrap, &raw_topic, n, &values).await;
 
-        let source_cfg = config(
-            dir.path(),
-            &bootstrap,
-            api.addr(),
-            &SOURCE.replace("{run}", &run.to_string()),
-        );
+        let source_cfg = config(dir.path(), &bootstrap, &connectors(SOURCE, run, api.addr()));
         let label = format!("connector=\"crm{run}\"");
-        let source = run_until(&source_cfg, || {
-            metric("ferry_source_records_total", &label) >= n as f64
+        let (running, planned) = start(&source_cfg).await;
+        let source = run_until(running, planned, || {
+            std::future::ready(metric("ferry_source_records_total", &label) >= n as f64)
         })
         .await;
         let source_rate = n as f64 / source.as_secs_f64();
@@ -223,15 +111,14 @@ async fn main() {
         .await
         .expect("consume");
 
-        let sink_cfg = config(
-            dir.path(),
-            &bootstrap,
-            api.addr(),
-            &SINK.replace("{run}", &run.to_string()),
-        );
+        let sink_cfg = config(dir.path(), &bootstrap, &connectors(SINK, run, api.addr()));
         let demo = api.demo().clone();
         let before = demo.received().len();
-        let sink = run_until(&sink_cfg, || demo.received().len() >= before + n).await;
+        let (running, planned) = start(&sink_cfg).await;
+        let sink = run_until(running, planned, || {
+            std::future::ready(demo.received().len() >= before + n)
+        })
+        .await;
         let sink_rate = n as f64 / sink.as_secs_f64();
         println!(
             "run {run}: raw produce {raw_p:.0}, source {source_rate:.0} ({:.2}), raw consume {raw_c:.0}, sink {sink_rate:.0} ({:.2}) rec/s",
@@ -266,11 +153,10 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     if backlog > 0 {
-        let spec = ferry::config::TopicSpec {
-            name: "bench.backlog".into(),
-            ..spec
-        };
-        admin.ensure_topic(&spec).await.expect("backlog topic");
+        admin
+            .ensure_topic(&topic("bench.backlog", 3))
+            .await
+            .expect("backlog topic");
         let json_values: Vec<Vec<u8>> = (0..1000)
             .map(|i| {
                 serde_json::to_vec(&serde_json::json!({
@@ -282,7 +168,7 @@ async fn main() {
         raw_produce(&bootstrap, "bench.backlog", backlog, &json_values).await;
         api.demo().set_stalled(true);
         let sink = "  - name: stalled\n    type: http\n    topic: bench.backlog\n    method: PUT\n    url: http://{api}/target/contacts/{{ key }}\n    timeout: 600s\n";
-        let cfg = config(dir.path(), &bootstrap, api.addr(), sink);
+        let cfg = config(dir.path(), &bootstrap, &connectors(sink, 0, api.addr()));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
             .arg("run")
             .arg(&cfg)
@@ -317,16 +203,6 @@ async fn main() {
     }
     api.stop().await;
     broker.stop().await;
-}
-
-/// `len` characters of random hex.
-fn random_text(len: usize) -> String {
-    let mut s = String::with_capacity(len + 32);
-    while s.len() < len {
-        s.push_str(&uuid::Uuid::new_v4().simple().to_string());
-    }
-    s.truncate(len);
-    s
 }
 
 fn rss_mib(pid: u32) -> f64 {

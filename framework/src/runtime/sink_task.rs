@@ -588,8 +588,8 @@ impl SinkTask<'_> {
                             {
                                 // A revoked partition's records belong to its
                                 // new owner; those prefetched behind a head
-                                // that waits (or a partition held back) are
-                                // read again after the wait.
+                                // that waits, or of a partition held back,
+                                // are read again after the wait.
                             } else if let Some(wait) = wait {
                                 self.delay(tp, msg.offset(), wait)?;
                             } else {
@@ -669,8 +669,8 @@ impl SinkTask<'_> {
     }
 
     /// Resumes the partitions held back that are down to half their
-    /// window, from the record after the last one taken (pausing dropped
-    /// what librdkafka had fetched).
+    /// window, from the record after the last one taken (what arrived
+    /// after the pause was dropped), as a retry topic's partition resumes.
     async fn let_go_held_back(&mut self) -> Result<(), ConnectorError> {
         let half = self.window() / 2;
         let ready: Vec<TopicPartition> = self
@@ -682,6 +682,7 @@ impl SinkTask<'_> {
         if ready.is_empty() {
             return Ok(());
         }
+        tracing::debug!(connector = self.name, partitions = ?ready, "partitions held back resume");
         let positions: Vec<(TopicPartition, i64)> = ready
             .iter()
             .filter_map(|tp| self.next_offsets.get(tp).map(|o| (tp.clone(), *o)))
@@ -693,6 +694,8 @@ impl SinkTask<'_> {
         for tp in &ready {
             self.held_back.remove(tp);
         }
+        // While every partition is paused (backpressure), resuming them
+        // all takes these along.
         if !self.paused {
             let resume: Vec<TopicPartition> = ready
                 .into_iter()
@@ -722,7 +725,8 @@ impl SinkTask<'_> {
     fn pick(&self) -> Vec<usize> {
         let s = self.settings;
         let serial = self.concurrency == 1;
-        let most = if serial {
+        let most = if serial || !self.by_key {
+            // A batch per partition at a time: a full one.
             s.batch_max_records
         } else {
             // Leave something for the other free sinks.
@@ -792,8 +796,10 @@ impl SinkTask<'_> {
         let dead_letter = matches!(taken.first(), Some(Entry::Undecodable { .. }));
         if self.buffer.is_empty() {
             self.oldest = None;
-        } else if !dead_letter {
-            // The records behind a dead letter keep their wait.
+        } else if !dead_letter && (self.concurrency == 1 || !self.by_key) {
+            // The records behind a dead letter keep their wait; with
+            // several sinks writing by key, so do the records left behind
+            // (what one batch left may be another's to take at once).
             self.oldest = Some(Instant::now());
         }
         taken
