@@ -7,7 +7,8 @@
 //! of the concurrent `http` variants and of its raw consume;
 //! `HTTP_RECORDS_SERIAL`, default 3000, for `concurrency: 1`, which runs at
 //! a few hundred records/s; `HTTP_CONCURRENCY`, default `1,16`; `PG_ROWS`,
-//! default 100000; `PG_CONCURRENCY`, default `1,8`; `PG_BATCH_MAX_WAIT`,
+//! default 100000; `PG_CONCURRENCY`, default `1` (the sink refuses more for
+//! now); `PG_BATCH_MAX_WAIT`,
 //! the sink's `batch_max_wait`, default unset (the sink's 100 ms);
 //! `FERRY_TEST_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`; `HTTP_RECORDS=0` or
@@ -112,7 +113,7 @@ impl Settings {
             http_serial: env_usize("HTTP_RECORDS_SERIAL", 3_000),
             http_concurrency: env_list("HTTP_CONCURRENCY", "1,16"),
             pg_rows: env_usize("PG_ROWS", 100_000),
-            pg_concurrency: env_list("PG_CONCURRENCY", "1,8"),
+            pg_concurrency: env_list("PG_CONCURRENCY", "1"),
             pg_url: std::env::var("FERRY_TEST_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
             pg_batch_max_wait: std::env::var("PG_BATCH_MAX_WAIT").ok(),

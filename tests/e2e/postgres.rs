@@ -222,14 +222,6 @@ async fn kill_9_mid_stream_neither_loses_nor_repeats_a_row() {
     kill_9_mid_stream(1, 1, &[600, 1800, 3000, 4200]).await;
 }
 
-/// The same with four partitions written four batches at once: each
-/// partition's offset in `ferry_sink_offsets` still says exactly what is in
-/// the table.
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_with_four_batches_at_once_neither_loses_nor_repeats_a_row() {
-    kill_9_mid_stream(4, 4, &[1200, 3000]).await;
-}
-
 /// The next offsets the sink stored for `topic`, summed over its partitions
 /// (each starts at 0, so this counts the records consumed).
 async fn stored_total(db: &tokio_postgres::Client, name: &str, topic: &str) -> i64 {
