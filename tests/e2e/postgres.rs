@@ -219,7 +219,7 @@ async fn upserts_and_tombstones_leave_the_fold_of_the_records() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_stream_neither_loses_nor_repeats_a_row() {
-    kill_9_mid_stream(1, 1, &[600, 1800, 3000, 4200]).await;
+    kill_9_mid_stream(1, 1, &[500, 1200, 2000, 2800]).await;
 }
 
 /// The next offsets the sink stored for `topic`, summed over its partitions
