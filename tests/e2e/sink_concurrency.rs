@@ -6,14 +6,13 @@
 //! a record nor leave a committed offset ahead of a record the target never
 //! answered.
 
-use crate::ferry_bin;
-use crate::sink_setup::{committed_offsets, create_topics_with, services_yaml};
+use crate::sink_setup::{committed_offsets, SinkSetup};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use ferry_testkit::{free_addr, repo_root, FerryProcess, TestBroker};
+use ferry_testkit::FerryProcess;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -146,9 +145,8 @@ async fn handle(
 /// records (version by version, so each key's records spread over the
 /// stream), and where each landed.
 struct Setup {
-    broker: TestBroker,
-    dir: tempfile::TempDir,
-    admin: SocketAddr,
+    /// The broker, the topic (`TOPIC`), the config and the admin API.
+    sink: SinkSetup,
     partitions: i32,
     /// Per (partition, offset), the record there.
     placed: BTreeMap<(i32, i64), Version>,
@@ -156,10 +154,9 @@ struct Setup {
 
 impl Setup {
     async fn new(partitions: i32, keys: usize, versions: u64) -> Self {
-        let broker = TestBroker::start().await;
-        create_topics_with(&broker.bootstrap, &[TOPIC], partitions).await;
+        let sink = SinkSetup::with_partitions(TOPIC, partitions).await;
         let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &broker.bootstrap)
+            .set("bootstrap.servers", &sink.broker.bootstrap)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .create()
@@ -186,9 +183,7 @@ impl Setup {
             placed.insert((delivered.partition, delivered.offset), (key, seq));
         }
         Self {
-            broker,
-            dir: tempfile::tempdir().expect("dir"),
-            admin: free_addr(),
+            sink,
             partitions,
             placed,
         }
@@ -201,44 +196,28 @@ impl Setup {
         concurrency: usize,
         max_in_flight: usize,
     ) -> std::path::PathBuf {
-        let path = self.dir.path().join("ferry.yaml");
-        let text = format!(
-            r#"
-data_dir: {data}
-kafka:
-  bootstrap_servers: "{bootstrap}"
-  consumer:
-    # Static membership: a restarted Ferry takes its partitions back at once.
-    instance_id: concurrency-test
-{services}
-connectors:
-  - name: sink
-    type: http
-    topic: {TOPIC}
-    url: "http://{target}/k/{{{{ key }}}}"
-    concurrency: {concurrency}
-    max_in_flight_records: {max_in_flight}
-    retry: {{ initial_backoff: 50ms, max_backoff: 200ms }}
-"#,
-            data = self.dir.path().display(),
-            bootstrap = self.broker.bootstrap,
-            services = services_yaml(self.admin),
-            target = target.addr,
+        let sink = format!(
+            "    url: \"http://{}/k/{{{{ key }}}}\"\n    concurrency: {concurrency}\n    max_in_flight_records: {max_in_flight}\n    retry: {{ initial_backoff: 50ms, max_backoff: 200ms }}",
+            target.addr
         );
-        std::fs::write(&path, text).expect("write config");
-        path
+        self.sink.config(&sink, "")
     }
 
+    /// Ferry with static membership: a restart takes its partitions back
+    /// at once.
     fn run(&self, config: &std::path::Path) -> FerryProcess {
-        let cfg = config.display().to_string();
-        let mut p = FerryProcess::spawn(&ferry_bin(), &["run", &cfg], &repo_root(), &[]);
-        p.wait_for_stdout("Press Ctrl-C to stop.", Duration::from_secs(90));
-        p
+        self.sink.run_with(
+            config,
+            &[(
+                "FERRY__KAFKA__CONSUMER__INSTANCE_ID",
+                "concurrency-test".to_owned(),
+            )],
+        )
     }
 
     /// Every record below the group's committed offset of its partition.
     async fn committed_records(&self) -> Vec<Version> {
-        let bootstrap = self.broker.bootstrap.clone();
+        let bootstrap = self.sink.broker.bootstrap.clone();
         let partitions = self.partitions;
         let committed = tokio::task::spawn_blocking(move || {
             committed_offsets(&bootstrap, GROUP, TOPIC, partitions)
